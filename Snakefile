@@ -1,0 +1,17 @@
+# lmcpipe: lottery tickets and linear mode connectivity, stage by stage.
+# Targets are assembled here; rules live in workflow/rules/ by stage.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/prune.smk"
+include: "workflow/rules/interpolate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(config["all"]),
+    default_target: True

@@ -1,0 +1,3 @@
+from lmcpipe.cli import main
+
+raise SystemExit(main())

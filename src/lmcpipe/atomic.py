@@ -1,0 +1,56 @@
+"""Atomic artifact writes.
+
+Every artifact is written to a temporary file in the same directory and renamed into place, so a
+crash or a SIGKILL never leaves a half-written file under a name that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts are shared files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """Load a checkpoint without executing code from it."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_text(text: str, path: str | os.PathLike) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomic(path, write)
+
+
+def save_frame(frame, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame as CSV, atomically."""
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))

@@ -1,0 +1,46 @@
+"""``lmcpipe <stage>``: one thin subcommand per pipeline stage.
+
+Stage modules are imported only when their subcommand runs, so a training job never pays for
+pandas/seaborn imports it does not need beyond its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, add_arguments, main, help)
+STAGES = {
+    "init": ("train", "add_init_arguments", "init_main", "write W_0 of an init seed"),
+    "train": ("train", "add_arguments", "main",
+              "train from a start point with a mask (dense, rewind, retrain, fork copies)"),
+    "prune": ("prune", "add_arguments", "main", "IMP mask of the next level"),
+    "random-mask": ("random_mask", "add_arguments", "main", "random-pruning baseline mask"),
+    "interpolate": ("interpolate", "add_arguments", "main", "error along the path of a pair"),
+    "aggregate": ("aggregate", "add_arguments", "main", "tidy tables of an experiment"),
+    "figure": ("figures", "add_arguments", "main", "render one figure from the tables"),
+    "check-config": ("config", "add_arguments", "main", "validate a config file"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="lmcpipe", description="lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage.")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, (_, _, _, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    module_name, add_name, main_name, help_text = STAGES[argv[0]]
+    module = importlib.import_module(f"lmcpipe.{module_name}")
+    stage_parser = argparse.ArgumentParser(prog=f"lmcpipe {argv[0]}", description=help_text)
+    getattr(module, add_name)(stage_parser)
+    args = stage_parser.parse_args(argv[1:])
+    getattr(module, main_name)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Config validation: JSON schema with defaults, then cross-field checks, one-line errors.
+
+Errors name the offending key (``experiments.demo.prune.fraction``) so a bad value is fixed
+before any job starts. Snakemake's ``common.smk`` and ``lmcpipe check-config`` both call
+``validate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from lmcpipe.data import DATASETS
+from lmcpipe.hparams import Experiment, experiment_from_config
+from lmcpipe.models import REGISTRY
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message starts with the key."""
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+def _copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Experiment]:
+    """Fill defaults into ``config`` in place, check it, and return its experiments."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}")
+    experiments = {}
+    data_root = config["data_root"]
+    for name, exp in config["experiments"].items():
+        where = f"experiments.{name}"
+        if exp["model"] not in REGISTRY:
+            raise ConfigError(f"config key {where}.model: unknown network '{exp['model']}'")
+        if exp["dataset"] not in DATASETS:
+            raise ConfigError(f"config key {where}.dataset: unknown dataset '{exp['dataset']}'")
+        steps = exp["train"]["steps"]
+        for key, values in (("train.eval_steps", exp["train"]["eval_steps"]),
+                            ("train.milestones", exp["train"]["milestones"]),
+                            ("prune.rewind_steps", exp["prune"]["rewind_steps"]),
+                            ("instability.fork_steps", exp["instability"]["fork_steps"])):
+            limit = steps + 1 if key == "train.eval_steps" else steps
+            late = [s for s in values if s >= limit]
+            if late:
+                raise ConfigError(f"config key {where}.{key}: {late[0]} is beyond "
+                                  f"train.steps = {steps}")
+        experiments[name] = experiment_from_config(name, exp, data_root)
+    for name in config["all"]:
+        if name not in experiments:
+            raise ConfigError(f"config key all: unknown experiment '{name}'")
+    return experiments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configfile")
+    p.add_argument("--schema", default=str(SCHEMA))
+
+
+def main(args: argparse.Namespace) -> None:
+    config = yaml.safe_load(Path(args.configfile).read_text())
+    try:
+        experiments = validate(config, args.schema)
+    except ConfigError as e:
+        raise SystemExit(f"lmcpipe: {e}") from None
+    print(f"{args.configfile}: ok ({', '.join(experiments)})")

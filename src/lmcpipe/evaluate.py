@@ -1,0 +1,33 @@
+"""Loss and classification error of a network on a split, in large no-grad batches."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000
+             ) -> tuple[float, float]:
+    """Mean cross-entropy and error rate (fraction misclassified)."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch])
+        loss += nn.functional.cross_entropy(out, y[i : i + batch], reduction="sum").double()
+        wrong += (out.argmax(1) != y[i : i + batch]).sum()
+    model.train(was_training)
+    n = len(x)
+    return float(loss) / n, float(wrong) / n
+
+
+def splits(data, train_examples: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation sets: the (optionally truncated) training set and the test set."""
+    n = train_examples or len(data.train_x)
+    return {"train": (data.train_x[:n], data.train_y[:n]), "test": (data.test_x, data.test_y)}
+
+
+def evaluate_splits(model: nn.Module, data, train_examples: int = 0) -> dict[str, tuple[float, float]]:
+    return {name: evaluate(model, x, y) for name, (x, y) in splits(data, train_examples).items()}

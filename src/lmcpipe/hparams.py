@@ -1,0 +1,140 @@
+"""Hyperparameters as frozen dataclasses.
+
+The validated config (see ``workflow/schemas/config.schema.yaml``) is turned into these objects.
+Each stage receives only the dataclass it depends on, serialised as JSON, so that Snakemake's
+params trigger reruns exactly the jobs whose hyperparameters changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainHParams:
+    """Everything that determines a training run apart from its seeds, start point and mask."""
+
+    model: str
+    dataset: str
+    data_root: str
+    optimizer: str
+    lr: float
+    batch_size: int
+    steps: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    eval_steps: tuple[int, ...] = ()
+    eval_train_examples: int = 0
+    checkpoint_every: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of iteration ``step`` (0-based): linear warmup, then step decay."""
+        lr = self.lr * self.gamma ** sum(step >= m for m in self.milestones)
+        if self.warmup_steps and step < self.warmup_steps:
+            lr *= (step + 1) / self.warmup_steps
+        return lr
+
+
+@dataclass(frozen=True)
+class PruneHParams:
+    """Iterative magnitude pruning: fraction of the remaining weights removed per level."""
+
+    fraction: float = 0.2
+    levels: int = 0
+    rewind_steps: tuple[int, ...] = (0,)
+    baselines: tuple[str, ...] = ("randprune", "reinit")
+    baseline_pairs: bool = True
+
+
+@dataclass(frozen=True)
+class InterpHParams:
+    """Linear interpolation between the two copies of a pair."""
+
+    alphas: int = 30
+    threshold: float = 0.02
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One named experiment of ``config.yaml``."""
+
+    name: str
+    train: TrainHParams
+    prune: PruneHParams
+    interp: InterpHParams
+    inits: tuple[int, ...]
+    orders: tuple[int, ...]
+    fork_steps: tuple[int, ...]
+    threads: int = 1
+
+    @property
+    def chain_order(self) -> int:
+        """The data order of the IMP chain (its retrain runs are copy 1 of this order's pairs)."""
+        return self.orders[0]
+
+
+def _coerce(cls: type, values: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def experiment_from_config(name: str, exp: dict[str, Any], data_root: str) -> Experiment:
+    """Build an Experiment from one validated (defaults filled) config entry."""
+    train = _coerce(
+        TrainHParams,
+        {**exp["train"], "model": exp["model"], "dataset": exp["dataset"], "data_root": data_root},
+    )
+    return Experiment(
+        name=name,
+        train=train,
+        prune=_coerce(PruneHParams, exp["prune"]),
+        interp=_coerce(InterpHParams, exp["instability"]),
+        inits=tuple(exp["replicates"]["inits"]),
+        orders=tuple(exp["replicates"]["orders"]),
+        fork_steps=tuple(exp["instability"]["fork_steps"]),
+        threads=exp.get("threads", 1),
+    )
+
+
+def to_json(hp: Any) -> str:
+    """Canonical JSON of a dataclass (sorted keys, so equal values give equal strings)."""
+    return json.dumps(asdict(hp), sort_keys=True, separators=(",", ":"))
+
+
+def from_json(cls: type, text: str) -> Any:
+    return _coerce(cls, json.loads(text))
+
+
+__all__ = [
+    "Experiment",
+    "InterpHParams",
+    "PruneHParams",
+    "TrainHParams",
+    "experiment_from_config",
+    "from_json",
+    "to_json",
+]
+
+
+def experiment_from_json(text: str) -> Experiment:
+    """Inverse of ``to_json`` for an Experiment (nested dataclasses)."""
+    d = json.loads(text)
+    return Experiment(
+        name=d["name"],
+        train=_coerce(TrainHParams, d["train"]),
+        prune=_coerce(PruneHParams, d["prune"]),
+        interp=_coerce(InterpHParams, d["interp"]),
+        inits=tuple(d["inits"]),
+        orders=tuple(d["orders"]),
+        fork_steps=tuple(d["fork_steps"]),
+        threads=d["threads"],
+    )

@@ -1,0 +1,78 @@
+"""Stage: error and loss along the straight line between the two copies of a pair.
+
+W(alpha) = alpha * W1 + (1 - alpha) * W2 at evenly spaced alpha in [0, 1]. Both copies share the
+mask, so pruned weights are zero at every alpha. The barrier (instability) is the largest error on
+the path minus the mean of the two endpoint errors (paper A, section 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+from torch import nn
+
+from lmcpipe import atomic, data
+from lmcpipe.evaluate import evaluate_splits
+from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
+from lmcpipe.train import load_model, pick_device
+
+
+def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
+          ) -> dict[str, torch.Tensor]:
+    """alpha * a + (1 - alpha) * b for floating tensors; integer buffers are taken from a."""
+    return {k: (alpha * a[k] + (1 - alpha) * b[k]) if a[k].is_floating_point() else a[k]
+            for k in a}
+
+
+def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                dataset: data.Data, alphas: int, train_examples: int = 0) -> pd.DataFrame:
+    """One row per alpha and split: alpha, split, loss, error.
+
+    Uses the same evaluation sets as training's final evaluation, so the endpoints reproduce the
+    copies' own errors.
+    """
+    rows = []
+    for alpha in torch.linspace(0, 1, alphas).tolist():
+        model.load_state_dict(blend(a, b, alpha))
+        for split, (loss, err) in evaluate_splits(model, dataset, train_examples).items():
+            rows.append({"alpha": alpha, "split": split, "loss": loss, "error": err})
+    return pd.DataFrame(rows, columns=["alpha", "split", "loss", "error"])
+
+
+def barrier(path: pd.DataFrame) -> pd.DataFrame:
+    """Per split: max error on the path minus the mean endpoint error."""
+    out = []
+    for split, g in path.groupby("split", sort=False):
+        g = g.sort_values("alpha")
+        ends = (g["error"].iloc[0] + g["error"].iloc[-1]) / 2
+        out.append({"split": split, "barrier": g["error"].max() - ends,
+                    "max_error": g["error"].max(), "endpoint_error": ends})
+    return pd.DataFrame(out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
+    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
+    p.add_argument("--copy1", required=True)
+    p.add_argument("--copy2", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    hp = from_json(TrainHParams, args.hparams)
+    ip = from_json(InterpHParams, args.interp)
+    device = pick_device(args.device)
+    dataset = data.load(hp.dataset, hp.data_root, device)
+    model, _ = load_model(hp, args.copy1)
+    model.to(device)
+    a = {k: v.to(device) for k, v in atomic.load_torch(args.copy1)["state_dict"].items()}
+    b = {k: v.to(device) for k, v in atomic.load_torch(args.copy2)["state_dict"].items()}
+    path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples)
+    atomic.save_frame(path, args.out)
+    for row in barrier(path).itertuples():
+        print(f"{row.split} barrier {row.barrier:.4f}")

@@ -1,0 +1,24 @@
+"""What every registered network provides beyond ``nn.Module``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class PrunableModel(nn.Module):
+    """A network that names the weights IMP may prune.
+
+    Subclasses set ``excluded``: parameter names never pruned (e.g. LeNet's output layer). Only
+    conv/linear weights are candidates; biases and BatchNorm parameters are never pruned.
+    """
+
+    excluded: tuple[str, ...] = ()
+
+    def prunable_names(self) -> list[str]:
+        names = []
+        for mod_name, module in self.named_modules():
+            if isinstance(module, nn.Linear | nn.Conv2d):
+                name = f"{mod_name}.weight" if mod_name else "weight"
+                if name not in self.excluded:
+                    names.append(name)
+        return names

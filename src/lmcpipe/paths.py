@@ -1,0 +1,89 @@
+"""The one place that knows where artifacts live.
+
+A path names what produced it: experiment, init seed, rewind step k, variant (``imp``,
+``randprune``, ``reinit``), pruning level, data order and copy. Snakemake rules use the patterns,
+Python code uses the functions; both come from here.
+
+Two aliases avoid training the same thing twice:
+
+* copy 1 of the chain's data order at any level is the IMP *retrain* run of that level
+  (``.../retrain``), whose weights also feed the next level's pruning;
+* at level 0 and k = 0 that retrain run is the dense run itself (``s{seed}/dense``).
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+VARIANTS = ("imp", "randprune", "reinit")
+
+# --- patterns (Snakemake wildcards) ---------------------------------------------------------
+INIT = RESULTS + "/{exp}/s{seed}/rewind/k0.pt"
+REWIND = RESULTS + "/{exp}/s{seed}/rewind/k{k}.pt"
+DENSE = RESULTS + "/{exp}/s{seed}/dense"
+LEVEL = RESULTS + "/{exp}/s{seed}/k{k}/{variant}/L{level}"
+MASK = LEVEL + "/mask.pt"
+RETRAIN = LEVEL + "/retrain"
+FORK = LEVEL + "/d{order}c{cp}"
+PATH = LEVEL + "/d{order}/path.csv"
+TABLE = RESULTS + "/tables/{exp}/{table}.csv"
+FIGURE = RESULTS + "/figures/{figure}_{exp}.pdf"
+LOG = "logs/{exp}/{name}.log"
+
+MODEL = "model.pt"
+METRICS = "metrics.csv"
+TABLES = ("runs", "paths", "instability", "curves")
+FIGURES = ("interp_k0", "instability", "imp", "imp_instability")
+
+
+def rewind(exp: str, seed: int, k: int) -> str:
+    """W_k of the dense trajectory of init ``seed`` (k = 0: the initialisation)."""
+    return REWIND.format(exp=exp, seed=seed, k=k)
+
+
+def dense(exp: str, seed: int) -> str:
+    return DENSE.format(exp=exp, seed=seed)
+
+
+def level(exp: str, seed: int, k: int, variant: str, level: int) -> str:
+    return LEVEL.format(exp=exp, seed=seed, k=k, variant=variant, level=level)
+
+
+def mask(exp: str, seed: int, k: int, variant: str, lvl: int) -> str | None:
+    """Mask file of a subnetwork; None for the dense level 0. Reinit shares the IMP mask."""
+    if lvl == 0:
+        return None
+    if variant == "reinit":
+        variant = "imp"
+    return MASK.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl)
+
+
+def run(exp: str, seed: int, k: int, variant: str, lvl: int, order: int, copy: int,
+        chain_order: int) -> str:
+    """Directory holding ``model.pt`` and ``metrics.csv`` of one trained copy."""
+    if (order, copy) == (chain_order, 1):
+        if variant == "imp" and lvl == 0 and k == 0:
+            return dense(exp, seed)
+        return level(exp, seed, k, variant, lvl) + "/retrain"
+    return FORK.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl, order=order, cp=copy)
+
+
+def chain_model(exp: str, seed: int, k: int, lvl: int, chain_order: int) -> str:
+    """Trained IMP network of level ``lvl`` whose magnitudes give level ``lvl + 1``'s mask.
+
+    Level 0 is the dense network for every k: rewinding applies from level 1 on (as in open_lth).
+    """
+    if lvl == 0:
+        return dense(exp, seed) + "/" + MODEL
+    return run(exp, seed, k, "imp", lvl, chain_order, 1, chain_order) + "/" + MODEL
+
+
+def path(exp: str, seed: int, k: int, variant: str, lvl: int, order: int) -> str:
+    return PATH.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl, order=order)
+
+
+def table(exp: str, name: str) -> str:
+    return TABLE.format(exp=exp, table=name)
+
+
+def figure(exp: str, name: str) -> str:
+    return FIGURE.format(exp=exp, figure=name)

@@ -1,0 +1,72 @@
+"""Which runs and pairs an experiment consists of.
+
+Snakemake's input functions and the aggregate stage both enumerate an experiment through here,
+so the tables always describe exactly the artifacts the workflow built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmcpipe import paths
+from lmcpipe.hparams import Experiment
+
+
+@dataclass(frozen=True, order=True)
+class Pair:
+    """Two copies trained from the same (W_k, mask) with data orders (order, 1) and (order, 2)."""
+
+    seed: int
+    k: int
+    variant: str
+    level: int
+    order: int
+
+    def copy(self, c: int) -> Run:
+        return Run(self.seed, self.k, self.variant, self.level, self.order, c)
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    seed: int
+    k: int
+    variant: str
+    level: int
+    order: int
+    copy: int
+
+    def dir(self, exp: Experiment) -> str:
+        return paths.run(exp.name, self.seed, self.k, self.variant, self.level, self.order,
+                         self.copy, exp.chain_order)
+
+    def mask(self, exp: Experiment) -> str | None:
+        return paths.mask(exp.name, self.seed, self.k, self.variant, self.level)
+
+
+def pairs(exp: Experiment) -> list[Pair]:
+    """Dense pairs at every fork step and IMP rewind step; IMP (and baseline) pairs per level."""
+    out: set[Pair] = set()
+    for s in exp.inits:
+        for k in set(exp.fork_steps) | set(exp.prune.rewind_steps):
+            out |= {Pair(s, k, "imp", 0, d) for d in exp.orders}
+        for k in exp.prune.rewind_steps:
+            for n in range(1, exp.prune.levels + 1):
+                out |= {Pair(s, k, "imp", n, d) for d in exp.orders}
+                if exp.prune.baseline_pairs:
+                    out |= {Pair(s, k, v, n, d) for v in exp.prune.baselines for d in exp.orders}
+    return sorted(out)
+
+
+def runs(exp: Experiment) -> list[Run]:
+    """Every trained copy: both copies of each pair, and copy 1 of unpaired baselines."""
+    out = {p.copy(c) for p in pairs(exp) for c in (1, 2)}
+    if not exp.prune.baseline_pairs:
+        for s in exp.inits:
+            for k in exp.prune.rewind_steps:
+                for n in range(1, exp.prune.levels + 1):
+                    out |= {Run(s, k, v, n, d, 1) for v in exp.prune.baselines for d in exp.orders}
+    return sorted(out)
+
+
+def path_file(exp: Experiment, pair: Pair) -> str:
+    return paths.path(exp.name, pair.seed, pair.k, pair.variant, pair.level, pair.order)

@@ -1,0 +1,236 @@
+"""Stage: train one network from a start point with a mask and a data-order stream.
+
+Used for the dense run, the rewind points W_k, IMP retraining and the pair copies: they differ only
+in start point, mask and data-order stream, which is why one function serves them all.
+
+The data order of step t is a pure function of (order, copy, epoch) (see ``seeds``), the model is
+evaluated only at the configured steps, and a resume file holding model, optimiser, step, metrics
+and RNG state is written every ``checkpoint_every`` steps, so a killed run restarts where it stopped
+and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from lmcpipe import atomic, data, masks, models
+from lmcpipe.evaluate import evaluate_splits
+from lmcpipe.hparams import TrainHParams, from_json, to_json
+from lmcpipe.models import PrunableModel
+from lmcpipe.seeds import generator
+
+
+def make_optimizer(hp: TrainHParams, params) -> torch.optim.Optimizer:
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum,
+                               weight_decay=hp.weight_decay)
+    raise ValueError(f"unknown optimizer '{hp.optimizer}'")
+
+
+def batch_indices(n: int, batch_size: int, order: int, copy: int, step: int,
+                  cache: dict | None = None) -> torch.Tensor:
+    """Example indices of iteration ``step`` of data-order stream (order, copy).
+
+    Each epoch is a fresh permutation seeded by (order, copy, epoch); an epoch has ceil(n / B)
+    iterations, the last one possibly short.
+    """
+    per_epoch = math.ceil(n / batch_size)
+    epoch, i = divmod(step, per_epoch)
+    if cache is None or cache.get("epoch") != epoch:
+        perm = torch.randperm(n, generator=generator("order", order, copy, epoch))
+        if cache is None:
+            return perm[i * batch_size : (i + 1) * batch_size]
+        cache.update(epoch=epoch, perm=perm)
+    return cache["perm"][i * batch_size : (i + 1) * batch_size]
+
+
+def _eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
+    return [
+        {"step": step, "split": split, "loss": loss, "error": err}
+        for split, (loss, err) in evaluate_splits(model, dataset, hp.eval_train_examples).items()
+    ]
+
+
+def train(
+    hp: TrainHParams,
+    model: PrunableModel,
+    dataset: data.Data,
+    *,
+    order: int,
+    copy: int,
+    start_step: int = 0,
+    stop_step: int | None = None,
+    mask: masks.Mask | None = None,
+    resume_path: str | os.PathLike | None = None,
+    fingerprint: str = "",
+    record: bool = True,
+) -> list[dict]:
+    """Train ``model`` in place from ``start_step`` to ``stop_step`` (default: hp.steps).
+
+    Returns the metrics rows (step, split, loss, error) at the eval steps in (start, stop] —
+    and at ``start`` when it is an eval step — plus the final step. The optimiser starts fresh.
+    With ``record=False`` nothing is evaluated (rewind points need only the weights).
+    Pruned weights (mask False) are zero at the start and stay exactly zero: gradients are masked
+    before each step (so momentum/Adam moments stay zero there) and weights after it.
+    """
+    stop = hp.steps if stop_step is None else stop_step
+    device = dataset.train_x.device
+    model.to(device).train()
+    params = dict(model.named_parameters())
+    masked = [(params[n], m.to(device)) for n, m in (mask or {}).items()]
+    mparams, mtensors = [p for p, _ in masked], [m.to(p.dtype) for p, m in masked]
+    optimizer = make_optimizer(hp, model.parameters())
+    step, rows = start_step, []
+
+    if resume_path and os.path.exists(resume_path):
+        state = atomic.load_torch(resume_path)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, rows = state["step"], [dict(r) for r in json.loads(state["rows"])]
+            torch.set_rng_state(state["rng"])
+            print(f"resumed at step {step} from {resume_path}")
+        else:
+            print(f"ignoring stale resume file {resume_path}")
+    if masked:
+        with torch.no_grad():
+            torch._foreach_mul_(mparams, mtensors)
+
+    eval_at = {s for s in hp.eval_steps if start_step <= s < stop} if record else set()
+    done = {r["step"] for r in rows}
+    x, y = dataset.train_x, dataset.train_y
+    cache: dict = {}
+    while step < stop:
+        if step in eval_at and step not in done:
+            rows += _eval_rows(model, dataset, hp, step)
+            done.add(step)
+        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = hp.lr_at(step)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked:
+            torch._foreach_mul_([p.grad for p in mparams], mtensors)
+        optimizer.step()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_(mparams, mtensors)
+        step += 1
+        if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
+            atomic.save_torch(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "rows": json.dumps(rows),
+                    "rng": torch.get_rng_state(),
+                },
+                resume_path,
+            )
+    if record and stop not in done:
+        rows += _eval_rows(model, dataset, hp, stop)
+    return rows
+
+
+def model_record(model: PrunableModel, name: str, step: int) -> dict:
+    """What a model artifact holds: CPU weights, the step reached, and the prunable names."""
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": step,
+        "model": name,
+        "prunable": model.prunable_names(),
+    }
+
+
+def load_model(hp: TrainHParams, path: str) -> tuple[PrunableModel, int]:
+    """A network of ``hp.model`` with the weights of a model artifact, and its step."""
+    record = atomic.load_torch(path)
+    model = models.build(hp.model, hp.dataset)
+    model.load_state_dict(record["state_dict"])
+    return model, record["step"]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--seed", type=int, required=True, help="init seed s")
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--start", help="model artifact to start from (W_k)")
+    start.add_argument("--reinit", action="store_true",
+                       help="random-reinit baseline: fresh init seeded by (seed, k, level)")
+    p.add_argument("--start-step", type=int, default=0, help="k: schedule position of the start")
+    p.add_argument("--stop-step", type=int, help="stop early (rewind points); default: hp.steps")
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("--mask", help="mask artifact (omit for dense)")
+    p.add_argument("--order", type=int, required=True, help="data-order seed")
+    p.add_argument("--copy", type=int, default=1, help="copy index within a pair")
+    p.add_argument("--model-out", required=True)
+    p.add_argument("--metrics-out")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def _file_digest(path: str | None) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    hp = from_json(TrainHParams, args.hparams)
+    device = pick_device(args.device)
+    dataset = data.load(hp.dataset, hp.data_root, device)
+    if args.reinit:
+        model = models.build_initialised(hp.model, hp.dataset, "reinit", args.seed, args.start_step,
+                                         args.level)
+    else:
+        model, _ = load_model(hp, args.start)
+    identity = [to_json(hp), args.seed, args.reinit, args.start_step, args.stop_step, args.level,
+                args.order, args.copy, _file_digest(args.start), _file_digest(args.mask)]
+    fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+    resume = args.model_out + ".resume"
+    rows = train(
+        hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
+        stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
+        fingerprint=fingerprint, record=bool(args.metrics_out),
+    )
+    stop = hp.steps if args.stop_step is None else args.stop_step
+    if args.metrics_out:
+        atomic.save_frame(pd.DataFrame(rows, columns=["step", "split", "loss", "error"]),
+                          args.metrics_out)
+    atomic.save_torch(model_record(model, hp.model, stop), args.model_out)
+    if os.path.exists(resume):
+        os.unlink(resume)
+    final = {r["split"]: r["error"] for r in rows if r["step"] == stop}
+    print(f"trained to step {stop}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))
+
+
+def add_init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--seed", type=int, required=True, help="init seed s")
+    p.add_argument("--out", required=True)
+
+
+def init_main(args: argparse.Namespace) -> None:
+    """W_0 of init seed s."""
+    hp = from_json(TrainHParams, args.hparams)
+    model = models.build_initialised(hp.model, hp.dataset, args.seed)
+    atomic.save_torch(model_record(model, hp.model, 0), args.out)

@@ -1,0 +1,69 @@
+"""Shared builders for the tests: a tiny MNIST-shaped dataset in real IDX files, and hparams."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmcpipe.data import IDX_FILES, write_idx
+from lmcpipe.hparams import TrainHParams
+
+N_TRAIN, N_TEST, SIDE, CLASSES = 240, 120, 28, 10
+# Which of the four files are written gzipped (the others raw), to exercise both readers.
+GZIPPED = {"train_x": True, "train_y": False, "test_x": False, "test_y": True}
+
+
+def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable images: a bright 7x7 block whose position encodes the class, plus noise."""
+    labels = rng.permutation(np.arange(n) % CLASSES).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, SIDE, SIDE), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        r, col = divmod(int(c), 4)
+        images[i, 2 + 8 * r : 9 + 8 * r, 2 + 6 * col : 9 + 6 * col] = rng.integers(180, 256)
+    return images, labels
+
+
+def file_name(key: str) -> str:
+    return IDX_FILES[key] + (".gz" if GZIPPED[key] else "")
+
+
+def write_dataset(directory: Path, seed: int = 0, n_train: int = N_TRAIN,
+                  n_test: int = N_TEST) -> dict[str, np.ndarray]:
+    """Write the four IDX files into ``directory``; returns the arrays written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    train_x, train_y = make_images(n_train, rng)
+    test_x, test_y = make_images(n_test, rng)
+    arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    for key, array in arrays.items():
+        write_idx(array, directory / file_name(key))
+    return arrays
+
+
+def tiny_hparams(data_root: str | Path, **overrides) -> TrainHParams:
+    """LeNet-300-100 on the tiny Fashion-MNIST stand-in: 30 Adam steps of batch 20."""
+    hp = TrainHParams(
+        model="lenet_300_100",
+        dataset="fashion_mnist",
+        data_root=str(data_root),
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=20,
+        steps=30,
+        eval_steps=(0, 10, 30),
+        checkpoint_every=5,
+    )
+    return dataclasses.replace(hp, **overrides)
+
+
+def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Bit-for-bit equality of two state dicts."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

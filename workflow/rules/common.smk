@@ -1,0 +1,105 @@
+import json
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from lmcpipe import codever, paths, plan
+from lmcpipe.config import ConfigError, validate
+from lmcpipe.data import DATASETS, locate, missing_message, network_answers
+from lmcpipe.hparams import to_json
+
+try:
+    EXPERIMENTS = validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+# Jobs run the lmcpipe of the interpreter that runs Snakemake.
+LMCPIPE = f"{shlex.quote(sys.executable)} -m lmcpipe"
+
+
+wildcard_constraints:
+    exp="|".join(EXPERIMENTS),
+    seed=r"\d+",
+    k=r"\d+",
+    level=r"\d+",
+    order=r"\d+",
+    cp="[12]",
+    variant="imp|randprune|reinit",
+
+
+def exp_of(wildcards):
+    return EXPERIMENTS[wildcards.exp]
+
+
+def quoted(text):
+    return shlex.quote(text)
+
+
+def train_hparams(wildcards):
+    """TrainHParams JSON; as a param it reruns exactly the jobs whose training changed."""
+    return quoted(to_json(exp_of(wildcards).train))
+
+
+def interp_hparams(wildcards):
+    return quoted(to_json(exp_of(wildcards).interp))
+
+
+def threads_of(wildcards):
+    return exp_of(wildcards).threads
+
+
+def dataset_files(wildcards):
+    """The dataset's IDX files as inputs; a missing dataset stops the run before any job."""
+    hp = exp_of(wildcards).train
+    files = locate(hp.dataset, hp.data_root)
+    if files is not None:
+        return [str(f) for f in files.values()]
+    if network_answers(DATASETS[hp.dataset].download_host):
+        return []  # the job downloads it with torchvision
+    raise WorkflowError(
+        f"config key experiments.{wildcards.exp}.dataset: "
+        + missing_message(hp.dataset, hp.data_root)
+    )
+
+
+def run_model(exp, run):
+    return f"{run.dir(exp)}/{paths.MODEL}"
+
+
+def start_args(wildcards, input):
+    """--start W_k, or --reinit for the random-reinitialisation baseline."""
+    if wildcards.variant == "reinit":
+        return "--reinit"
+    return f"--start {input.start}"
+
+
+def mask_args(wildcards, input):
+    return f"--mask {input.mask}" if "mask" in input.keys() else ""
+
+
+def run_inputs(wildcards):
+    """Start point, mask and data of a retrain or fork job."""
+    exp = exp_of(wildcards)
+    inputs = {"data": dataset_files(wildcards)}
+    if wildcards.variant != "reinit":
+        inputs["start"] = paths.rewind(exp.name, wildcards.seed, wildcards.k)
+    mask = paths.mask(exp.name, wildcards.seed, wildcards.k, wildcards.variant,
+                      int(wildcards.level))
+    if mask is not None:
+        inputs["mask"] = mask
+    return inputs
+
+
+def experiment_inputs(exp):
+    """Everything the tables of an experiment are read from."""
+    runs = plan.runs(exp)
+    files = [run_model(exp, r) for r in runs]
+    files += [f"{r.dir(exp)}/{paths.METRICS}" for r in runs]
+    files += sorted({r.mask(exp) for r in runs if r.mask(exp)})
+    files += [plan.path_file(exp, p) for p in plan.pairs(exp)]
+    return files
+
+
+def all_targets(names):
+    return [paths.figure(n, f) for n in names for f in paths.FIGURES]

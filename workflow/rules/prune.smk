@@ -1,0 +1,42 @@
+# Pruning stages: IMP masks (global magnitude, nested) and the random-pruning baseline's masks.
+
+
+def prune_inputs(wildcards):
+    exp = exp_of(wildcards)
+    level, k = int(wildcards.level), int(wildcards.k)
+    inputs = {"model": paths.chain_model(exp.name, wildcards.seed, k, level - 1, exp.chain_order)}
+    if level >= 2:
+        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level - 1)
+    return inputs
+
+
+rule prune:
+    input:
+        unpack(prune_inputs),
+    output:
+        paths.MASK.replace("{variant}", "imp"),
+    wildcard_constraints:
+        level=r"[1-9]\d*",
+    params:
+        fraction=lambda w: exp_of(w).prune.fraction,
+        mask=mask_args,
+        code=codever.version("prune"),
+    log:
+        "logs/{exp}/s{seed}/k{k}/imp/L{level}/prune.log",
+    shell:
+        "{LMCPIPE} prune --model {input.model} {params.mask} --fraction {params.fraction}"
+        " --level {wildcards.level} --out {output} > {log} 2>&1"
+
+
+rule random_mask:
+    input:
+        paths.MASK.replace("{variant}", "imp"),
+    output:
+        paths.MASK.replace("{variant}", "randprune"),
+    params:
+        code=codever.version("random_mask"),
+    log:
+        "logs/{exp}/s{seed}/k{k}/randprune/L{level}/mask.log",
+    shell:
+        "{LMCPIPE} random-mask --mask {input} --seed {wildcards.seed} --k {wildcards.k}"
+        " --level {wildcards.level} --out {output} > {log} 2>&1"

@@ -1,0 +1,39 @@
+# Aggregation into tidy tables, and one target per figure. Both are cheap: local rules.
+
+
+localrules:
+    aggregate,
+    figure,
+
+
+rule aggregate:
+    input:
+        lambda w: experiment_inputs(exp_of(w)),
+    output:
+        [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
+    params:
+        exp=lambda w: quoted(to_json(exp_of(w))),
+        out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
+        code=codever.version("aggregate"),
+    log:
+        "logs/{exp}/aggregate.log",
+    shell:
+        "{LMCPIPE} aggregate --experiment {params.exp} --out-dir {params.out} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
+    output:
+        paths.FIGURE,
+    wildcard_constraints:
+        figure="|".join(paths.FIGURES),
+    params:
+        tables=lambda w, input: input[0].rsplit("/", 1)[0],
+        threshold=lambda w: exp_of(w).interp.threshold,
+        code=codever.version("figures"),
+    log:
+        "logs/{exp}/figure_{figure}.log",
+    shell:
+        "{LMCPIPE} figure --name {wildcards.figure} --tables {params.tables}"
+        " --threshold {params.threshold} --out {output} > {log} 2>&1"
