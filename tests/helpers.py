@@ -18,12 +18,14 @@ GZIPPED = {"train_x": True, "train_y": False, "test_x": False, "test_y": True}
 
 
 def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable images: a bright 7x7 block whose position encodes the class, plus noise."""
+    """Learnable images: a bright 7x7 block whose (jittered) position encodes the class."""
     labels = rng.permutation(np.arange(n) % CLASSES).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, SIDE, SIDE), dtype=np.uint8)
+    images = rng.integers(0, 160, size=(n, SIDE, SIDE), dtype=np.uint8)
     for i, c in enumerate(labels):
         r, col = divmod(int(c), 4)
-        images[i, 2 + 8 * r : 9 + 8 * r, 2 + 6 * col : 9 + 6 * col] = rng.integers(180, 256)
+        r0, c0 = 2 + 8 * r + rng.integers(-2, 3), 2 + 6 * col + rng.integers(-2, 3)
+        block = images[i, max(r0, 0) : r0 + 7, max(c0, 0) : c0 + 7]
+        block[:] = np.maximum(block, rng.integers(100, 200))
     return images, labels
 
 

@@ -1,3 +1,3 @@
-"""lmcpipe: lottery-ticket and linear-mode-connectivity experiments as a cached Snakemake pipeline."""
+"""lmcpipe: lottery-ticket and linear-mode-connectivity experiments, cached by Snakemake."""
 
 __version__ = "0.1.0"

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+DESCRIPTION = "lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage."
+
 # subcommand -> (module, add_arguments, main, help)
 STAGES = {
     "init": ("train", "add_init_arguments", "init_main", "write W_0 of an init seed"),
@@ -20,13 +22,14 @@ STAGES = {
     "interpolate": ("interpolate", "add_arguments", "main", "error along the path of a pair"),
     "aggregate": ("aggregate", "add_arguments", "main", "tidy tables of an experiment"),
     "figure": ("figures", "add_arguments", "main", "render one figure from the tables"),
+    "download": ("data", "add_arguments", "main", "download a dataset with torchvision"),
     "check-config": ("config", "add_arguments", "main", "validate a config file"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="lmcpipe", description="lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage.")
+    parser = argparse.ArgumentParser(prog="lmcpipe", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, (_, _, _, help_text) in STAGES.items():
         sub.add_parser(name, help=help_text, add_help=False)

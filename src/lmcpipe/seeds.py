@@ -1,8 +1,9 @@
 """Derived seeds: every source of randomness is a pure function of named integers.
 
-Seeds are derived by hashing a tuple such as ``("order", 1, 2, epoch)``, so that a data-order stream,
-an init or a random mask never depends on how many random numbers were drawn before it. This is
-what makes a killed run resume bit for bit: the randomness of step t is fixed without RNG state.
+Seeds are derived by hashing a tuple such as ``("order", 1, 2, epoch)``, so that a data-order
+stream, an init or a random mask never depends on how many random numbers were drawn before it.
+This is what makes a killed run resume bit for bit: the randomness of step t is fixed without
+RNG state.
 """
 
 from __future__ import annotations

@@ -18,23 +18,21 @@ import math
 import os
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, masks, models
+from lmcpipe import atomic, data, masks, models, optim
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams, from_json, to_json
 from lmcpipe.models import PrunableModel
 from lmcpipe.seeds import generator
 
 
-def make_optimizer(hp: TrainHParams, params) -> torch.optim.Optimizer:
+def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return optim.Adam(params, weight_decay=hp.weight_decay)
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum,
-                               weight_decay=hp.weight_decay)
+        return optim.SGD(params, momentum=hp.momentum, weight_decay=hp.weight_decay)
     raise ValueError(f"unknown optimizer '{hp.optimizer}'")
 
 
@@ -90,7 +88,7 @@ def train(
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(device)) for n, m in (mask or {}).items()]
     mparams, mtensors = [p for p, _ in masked], [m.to(p.dtype) for p, m in masked]
-    optimizer = make_optimizer(hp, model.parameters())
+    optimizer = make_optimizer(hp, list(model.parameters()))
     step, rows = start_step, []
 
     if resume_path and os.path.exists(resume_path):
@@ -116,14 +114,12 @@ def train(
             rows += _eval_rows(model, dataset, hp, step)
             done.add(step)
         idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = hp.lr_at(step)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in mparams], mtensors)
-        optimizer.step()
+        optimizer.step(hp.lr_at(step))
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(mparams, mtensors)
@@ -214,8 +210,7 @@ def main(args: argparse.Namespace) -> None:
     )
     stop = hp.steps if args.stop_step is None else args.stop_step
     if args.metrics_out:
-        atomic.save_frame(pd.DataFrame(rows, columns=["step", "split", "loss", "error"]),
-                          args.metrics_out)
+        atomic.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)
     atomic.save_torch(model_record(model, hp.model, stop), args.model_out)
     if os.path.exists(resume):
         os.unlink(resume)

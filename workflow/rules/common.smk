@@ -1,4 +1,4 @@
-import json
+import os
 import shlex
 import sys
 
@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate
-from lmcpipe.data import DATASETS, locate, missing_message, network_answers
+from lmcpipe.data import DATASETS, IDX_FILES, locate, missing_message, network_answers
 from lmcpipe.hparams import to_json
 
 try:
@@ -14,8 +14,15 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-# Jobs run the lmcpipe of the interpreter that runs Snakemake.
-LMCPIPE = f"{shlex.quote(sys.executable)} -m lmcpipe"
+# Jobs run `python -m lmcpipe` with the Python that runs Snakemake (e.g. .venv/bin/python, also
+# when that environment is not activated) or, with --use-conda, the rule's conda environment;
+# lmcpipe itself is taken from this checkout's src/ either way.
+# Shell prefix (formatted by Snakemake, hence the doubled braces).
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
+    f"export PYTHONPATH={shlex.quote(os.path.join(workflow.basedir, 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 
 
 wildcard_constraints:
@@ -56,11 +63,15 @@ def dataset_files(wildcards):
     if files is not None:
         return [str(f) for f in files.values()]
     if network_answers(DATASETS[hp.dataset].download_host):
-        return []  # the job downloads it with torchvision
+        return download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
     raise WorkflowError(
         f"config key experiments.{wildcards.exp}.dataset: "
         + missing_message(hp.dataset, hp.data_root)
     )
+
+
+def download_outputs(data_root, dataset):
+    return [f"{data_root}/{dataset}/{stem}.gz" for stem in IDX_FILES.values()]
 
 
 def run_model(exp, run):
@@ -103,3 +114,20 @@ def experiment_inputs(exp):
 
 def all_targets(names):
     return [paths.figure(n, f) for n in names for f in paths.FIGURES]
+
+
+def prune_inputs(wildcards):
+    exp = exp_of(wildcards)
+    level, k = int(wildcards.level), int(wildcards.k)
+    inputs = {"model": paths.chain_model(exp.name, wildcards.seed, k, level - 1, exp.chain_order)}
+    if level >= 2:
+        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level - 1)
+    return inputs
+
+
+def pair_inputs(wildcards):
+    exp = exp_of(wildcards)
+    pair = plan.Pair(int(wildcards.seed), int(wildcards.k), wildcards.variant,
+                     int(wildcards.level), int(wildcards.order))
+    return {"copy1": run_model(exp, pair.copy(1)), "copy2": run_model(exp, pair.copy(2)),
+            "data": dataset_files(wildcards)}

@@ -1,15 +1,6 @@
 # Pruning stages: IMP masks (global magnitude, nested) and the random-pruning baseline's masks.
 
 
-def prune_inputs(wildcards):
-    exp = exp_of(wildcards)
-    level, k = int(wildcards.level), int(wildcards.k)
-    inputs = {"model": paths.chain_model(exp.name, wildcards.seed, k, level - 1, exp.chain_order)}
-    if level >= 2:
-        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level - 1)
-    return inputs
-
-
 rule prune:
     input:
         unpack(prune_inputs),
@@ -21,10 +12,12 @@ rule prune:
         fraction=lambda w: exp_of(w).prune.fraction,
         mask=mask_args,
         code=codever.version("prune"),
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/k{k}/imp/L{level}/prune.log",
     shell:
-        "{LMCPIPE} prune --model {input.model} {params.mask} --fraction {params.fraction}"
+        "python -m lmcpipe prune --model {input.model} {params.mask} --fraction {params.fraction}"
         " --level {wildcards.level} --out {output} > {log} 2>&1"
 
 
@@ -35,8 +28,10 @@ rule random_mask:
         paths.MASK.replace("{variant}", "randprune"),
     params:
         code=codever.version("random_mask"),
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/k{k}/randprune/L{level}/mask.log",
     shell:
-        "{LMCPIPE} random-mask --mask {input} --seed {wildcards.seed} --k {wildcards.k}"
+        "python -m lmcpipe random-mask --mask {input} --seed {wildcards.seed} --k {wildcards.k}"
         " --level {wildcards.level} --out {output} > {log} 2>&1"

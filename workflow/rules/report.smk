@@ -15,10 +15,12 @@ rule aggregate:
         exp=lambda w: quoted(to_json(exp_of(w))),
         out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
         code=codever.version("aggregate"),
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/aggregate.log",
     shell:
-        "{LMCPIPE} aggregate --experiment {params.exp} --out-dir {params.out} > {log} 2>&1"
+        "python -m lmcpipe aggregate --experiment {params.exp} --out-dir {params.out} > {log} 2>&1"
 
 
 rule figure:
@@ -32,8 +34,10 @@ rule figure:
         tables=lambda w, input: input[0].rsplit("/", 1)[0],
         threshold=lambda w: exp_of(w).interp.threshold,
         code=codever.version("figures"),
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/figure_{figure}.log",
     shell:
-        "{LMCPIPE} figure --name {wildcards.figure} --tables {params.tables}"
+        "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
         " --threshold {params.threshold} --out {output} > {log} 2>&1"

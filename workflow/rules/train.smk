@@ -8,10 +8,12 @@ rule init:
     params:
         hp=train_hparams,
         code=codever.version("train"),
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/init.log",
     shell:
-        "{LMCPIPE} init --hparams {params.hp} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "python -m lmcpipe init --hparams {params.hp} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
 rule rewind:
@@ -26,10 +28,12 @@ rule rewind:
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
     threads: threads_of
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/rewind_k{k}.log",
     shell:
-        "{LMCPIPE} train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
+        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
         " --stop-step {wildcards.k} --order {params.order} --copy 1 --model-out {output}"
         " --threads {threads} > {log} 2>&1"
 
@@ -45,10 +49,12 @@ rule dense:
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
     threads: threads_of
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/dense.log",
     shell:
-        "{LMCPIPE} train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
+        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
         " --order {params.order} --copy 1 --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
 
@@ -66,10 +72,12 @@ rule retrain:
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/retrain.log",
     shell:
-        "{LMCPIPE} train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
+        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
         " --start-step {wildcards.k} --level {wildcards.level} {params.mask}"
         " --order {params.order} --copy 1 --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
@@ -87,10 +95,12 @@ rule fork:
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
+    conda:
+        "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/d{order}c{cp}.log",
     shell:
-        "{LMCPIPE} train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
+        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
         " --start-step {wildcards.k} --level {wildcards.level} {params.mask}"
         " --order {wildcards.order} --copy {wildcards.cp} --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"

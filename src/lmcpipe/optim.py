@@ -1,0 +1,74 @@
+"""SGD with momentum and Adam, written out with foreach kernels.
+
+Why not ``torch.optim``: constructing any ``torch.optim.Optimizer`` imports ``torch._dynamo``
+(about 1.5 s), which is a large share of a LeNet job that trains for a few seconds. The update
+rules are those of ``torch.optim.SGD`` (dampening 0, no Nesterov) and ``torch.optim.Adam``
+(L2 weight decay added to the gradient, bias-corrected moments); ``tests/test_optim.py`` checks
+them against torch.optim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SGD:
+    def __init__(self, params: list[torch.Tensor], momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        self.params, self.momentum, self.weight_decay = list(params), momentum, weight_decay
+        self.buffers: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        if self.momentum:
+            if not self.buffers:
+                self.buffers = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(self.params, grads, alpha=-lr)
+
+    def state_dict(self) -> dict:
+        return {"buffers": self.buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers = [b.to(p.device) for b, p in zip(state["buffers"], self.params, strict=True)]
+
+
+class Adam:
+    def __init__(self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        self.params, self.betas, self.eps = list(params), betas, eps
+        self.weight_decay = weight_decay
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - b1)
+        torch._foreach_mul_(self.exp_avg_sq, b2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - b2)
+        bias1, bias2 = 1 - b1**self.t, 1 - b2**self.t
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, bias2**0.5)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(self.params, self.exp_avg, denom, -lr / bias1)
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.exp_avg = [s.to(p.device) for s, p in zip(state["exp_avg"], self.params, strict=True)]
+        self.exp_avg_sq = [s.to(p.device)
+                           for s, p in zip(state["exp_avg_sq"], self.params, strict=True)]
+        self.t = state["t"]

@@ -1,0 +1,177 @@
+"""Config validation against the schema, the check-config CLI, and per-stage code versions."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmcpipe import cli, codever, config, data, models
+from lmcpipe.config import ConfigError, validate
+from lmcpipe.hparams import Experiment, experiment_from_json, to_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "config.yaml"
+
+
+@pytest.fixture
+def shipped() -> dict:
+    return yaml.safe_load(SHIPPED.read_text())
+
+
+def test_shipped_config_validates_and_fills_defaults(shipped):
+    experiments = validate(shipped)
+    assert set(experiments) == {"lenet", "demo"}
+    assert all(isinstance(e, Experiment) for e in experiments.values())
+    lenet = shipped["experiments"]["lenet"]
+    assert lenet["threads"] == 1
+    assert lenet["train"]["momentum"] == 0.0
+    assert lenet["train"]["milestones"] == []
+    assert lenet["train"]["eval_train_examples"] == 0
+    assert lenet["prune"]["baselines"] == ["randprune", "reinit"]
+    assert lenet["prune"]["baseline_pairs"] is True
+    assert lenet["instability"]["threshold"] == 0.02
+    assert shipped["experiments"]["demo"]["prune"]["baseline_pairs"] is False
+
+    e = experiments["lenet"]
+    assert e.train.lr == 1.2e-3 and e.train.steps == 24000 and e.train.data_root == "data"
+    assert e.train.checkpoint_every == 2000
+    assert e.prune.levels == 15 and e.prune.fraction == 0.2
+    assert e.fork_steps == (0, 25, 100, 500, 2000)
+    assert e.interp.alphas == 30
+    assert e.chain_order == 0
+    assert experiment_from_json(to_json(e)) == e
+
+
+def test_sections_left_out_get_their_defaults():
+    cfg = {"all": ["x"], "experiments": {"x": {"model": "lenet_300_100", "dataset": "mnist",
+                                 "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 8,
+                                           "steps": 10}}}}
+    e = validate(cfg)["x"]
+    assert cfg["data_root"] == "data"  # filled in place
+    assert cfg["experiments"]["x"]["prune"]["levels"] == 0
+    assert e.train.checkpoint_every == 1000
+    assert e.prune.fraction == 0.2 and e.prune.rewind_steps == (0,)
+    assert e.inits == (0, 1, 2) and e.orders == (0, 1, 2)
+    assert e.fork_steps == (0,) and e.interp.threshold == 0.02
+
+
+def edited(cfg: dict, keys: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    *parents, last = keys.split(".")
+    node = cfg
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("keys", "value", "named"),
+    [
+        ("experiments.lenet.model", "resnet_20", "experiments.lenet.model"),
+        ("experiments.lenet.dataset", "cifar10", "experiments.lenet.dataset"),
+        ("experiments.lenet.prune.fraction", 1.0, "experiments.lenet.prune.fraction"),
+        ("experiments.demo.train.lr", -0.1, "experiments.demo.train.lr"),
+        ("experiments.demo.train.lr", 0, "experiments.demo.train.lr"),
+        ("experiments.lenet.prune.rewind_steps", [0, 24000],
+         "experiments.lenet.prune.rewind_steps"),
+        ("experiments.demo.instability.fork_steps", [0, 5000],
+         "experiments.demo.instability.fork_steps"),
+        ("experiments.demo.train.eval_steps", [1001], "experiments.demo.train.eval_steps"),
+        ("experiments.demo.train.milestones", [1000], "experiments.demo.train.milestones"),
+        ("experiments.demo.train.optimizer", "rmsprop", "experiments.demo.train.optimizer"),
+        ("experiments.demo.train.batchsize", 5, "experiments.demo.train"),
+        ("experiments.demo.replicates.orders", [1, 1], "experiments.demo.replicates.orders"),
+        ("all", ["demo", "nope"], "all"),
+    ],
+)
+def test_bad_values_name_their_key(shipped, keys, value, named):
+    with pytest.raises(ConfigError) as err:
+        validate(edited(shipped, keys, value))
+    message = str(err.value)
+    assert message.startswith(f"config key {named}:"), message
+    assert "\n" not in message
+
+
+def test_rewind_beyond_steps_message(shipped):
+    with pytest.raises(ConfigError, match=r"prune\.rewind_steps: 24000 is beyond train\.steps"):
+        validate(edited(shipped, "experiments.lenet.prune.rewind_steps", [24000]))
+    # the last step itself may be evaluated
+    validate(edited(shipped, "experiments.demo.train.eval_steps", [0, 1000]))
+
+
+def test_unknown_experiment_in_all(shipped):
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
+        validate(edited(shipped, "all", ["nope"]))
+
+
+def test_schema_enums_match_registries():
+    schema = yaml.safe_load(config.SCHEMA.read_text())
+    props = schema["$defs"]["experiment"]["properties"]
+    assert set(props["model"]["enum"]) == set(models.REGISTRY)
+    assert set(props["dataset"]["enum"]) == set(data.DATASETS)
+
+
+def test_check_config_cli(shipped, tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(SHIPPED.read_text())
+    assert cli.main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: ok (lenet, demo)"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(edited(shipped, "experiments.lenet.prune.fraction", 1.0)))
+    with pytest.raises(SystemExit) as err:
+        cli.main(["check-config", str(bad)])
+    assert str(err.value.code).startswith("lmcpipe: config key experiments.lenet.prune.fraction")
+
+
+def test_check_config_exit_status(shipped, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(edited(shipped, "experiments.demo.model", "vgg")))
+    done = subprocess.run([sys.executable, "-m", "lmcpipe", "check-config", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert done.stderr.startswith("lmcpipe: config key experiments.demo.model:")
+
+
+# --- code versions -----------------------------------------------------------------------------
+def test_train_closure():
+    names = {p.relative_to(codever.PACKAGE).as_posix() for p in codever.closure("train")}
+    assert {"train.py", "data.py", "masks.py", "atomic.py", "seeds.py", "evaluate.py",
+            "hparams.py", "models/__init__.py", "models/base.py", "models/lenet.py"} <= names
+    assert not names & {"figures.py", "aggregate.py", "cli.py", "interpolate.py", "config.py"}
+    figures = {p.name for p in codever.closure("figures")}
+    assert "train.py" not in figures
+
+
+def test_version_follows_the_closure(tmp_path):
+    """Edits in a copy of the package change exactly the versions whose closure holds the file."""
+    package = tmp_path / "lmcpipe"
+    shutil.copytree(codever.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = importlib.util.spec_from_file_location("codever_copy", package / "codever.py")
+    copy_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy_mod)
+    assert package == copy_mod.PACKAGE
+
+    def versions():
+        copy_mod.version.cache_clear()
+        return copy_mod.version("train"), copy_mod.version("figures")
+
+    train0, figures0 = versions()
+    assert (train0, figures0) == (codever.version("train"), codever.version("figures"))
+    with open(package / "figures.py", "a") as f:
+        f.write("\n# edited\n")
+    train1, figures1 = versions()
+    assert train1 == train0 and figures1 != figures0
+    with open(package / "models" / "lenet.py", "a") as f:
+        f.write("\n# edited\n")
+    train2, figures2 = versions()
+    assert train2 != train1 and figures2 == figures1
