@@ -81,12 +81,13 @@ def test_training_from_w_k_ignores_pruned_values(data_root, dataset):
             dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-2)],
     ids=["adam", "sgd-momentum"],
 )
-def test_pruned_weights_stay_exactly_zero(data_root, dataset, opt):
+def test_pruned_weights_stay_exactly_zero(data_root, dataset, tmp_path, opt):
     hp = tiny_hparams(data_root, **opt)
     start = init(2)
     mask = imp_mask(start)
     w0 = state(start)
-    w, rows = run(hp, dataset, seed=2, mask=mask)
+    resume = tmp_path / "run.resume"  # holds the optimiser state of step 25
+    w, rows = run(hp, dataset, seed=2, mask=mask, resume_path=resume, fingerprint="f")
     for name, value in w.items():
         if name in mask:
             assert (value[~mask[name]] == 0).all(), name
@@ -94,9 +95,27 @@ def test_pruned_weights_stay_exactly_zero(data_root, dataset, opt):
             assert changed > 0.9, name
         else:  # biases and the output layer train too
             assert not torch.equal(value, w0[name]), name
+    # gradients are masked too, so momentum / Adam moments stay zero at pruned positions
+    moments = {name: [t for t in tensors(atomic.load_torch(resume)["optimizer"])
+                      if t.shape == mask[name].shape] for name in mask}
+    for name, found in moments.items():
+        assert found, name
+        assert all((t[~mask[name]] == 0).all() and (t[mask[name]] != 0).any() for t in found)
     final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
     first = {r["split"]: r["error"] for r in rows if r["step"] == 0}
     assert final["train"] < first["train"] - 0.3  # it learns, even at 25 % density
+
+
+def tensors(obj):
+    """Every tensor inside nested dicts, lists and tuples (an optimiser's state)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from tensors(v)
 
 
 # --- data order and determinism --------------------------------------------------------------
@@ -183,8 +202,17 @@ def test_training_applies_the_schedule(data_root, dataset):
 
 
 # --- resume ------------------------------------------------------------------------------------
-def test_resume_in_process_and_stale_file(data_root, dataset, tmp_path, capsys):
-    hp = tiny_hparams(data_root)
+@pytest.mark.parametrize(
+    "opt",
+    [
+        dict(optimizer="adam"),
+        dict(optimizer="sgd", lr=0.05, momentum=0.9),
+        dict(optimizer="sgd", lr=0.05),
+    ],
+    ids=["adam", "sgd-momentum", "sgd-plain"],
+)
+def test_resume_in_process_and_stale_file(data_root, dataset, tmp_path, capsys, opt):
+    hp = tiny_hparams(data_root, **opt)
     resume = tmp_path / "run.resume"
     full, rows = run(hp, dataset, order=1, resume_path=resume, fingerprint="A")
     assert resume.exists()  # train() leaves the last checkpoint (step 25); the CLI deletes it

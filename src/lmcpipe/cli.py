@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, (_, _, _, help_text) in STAGES.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
-        parser.parse_args(argv or ["--help"])
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    if argv[0] not in STAGES:
+        parser.parse_args(argv)  # prints help (-h) or "invalid choice" and exits
         return 2
     module_name, add_name, main_name, help_text = STAGES[argv[0]]
     module = importlib.import_module(f"lmcpipe.{module_name}")

@@ -73,6 +73,7 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
                 raise ConfigError(f"config key {where}.{key}: {late[0]} is beyond "
                                   f"train.steps = {steps}")
         experiments[name] = experiment_from_config(name, exp, data_root)
+    config.setdefault("all", list(experiments))
     for name in config["all"]:
         if name not in experiments:
             raise ConfigError(f"config key all: unknown experiment '{name}'")

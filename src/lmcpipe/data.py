@@ -38,6 +38,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     num_classes: int
     download_host: str
+    download_port: int = 443
 
 
 DATASETS = {
@@ -49,6 +50,7 @@ DATASETS = {
         (1, 28, 28),
         10,
         "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+        80,  # torchvision's Fashion-MNIST mirror is plain HTTP
     ),
 }
 
@@ -71,14 +73,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (gzipped or not) into an array of its declared shape."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read ({e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     dtype_code, ndim = raw[2], raw[3]
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if dtype_code not in dtypes:
         raise DataError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -122,12 +129,12 @@ def locate(dataset: str, root: str | Path) -> dict[str, Path] | None:
     return None
 
 
-def network_answers(host: str, timeout: float = 3.0) -> bool:
+def network_answers(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     """Whether a download could work; LMCPIPE_OFFLINE=1 says no without asking the network."""
     if os.environ.get("LMCPIPE_OFFLINE"):
         return False
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -176,6 +183,10 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu") -> 
         raise DataError(missing_message(dataset, root))
     arrays = {key: read_idx(path) for key, path in files.items()}
     shape = DATASETS[dataset].input_shape
+    for split in ("train", "test"):
+        n_x, n_y = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
+        if n_x != n_y:
+            raise DataError(f"{files[split + '_y']}: {n_y} labels for {n_x} {split} images")
     train_x = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0)
     test_x = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0)
     mean, std = train_x.mean(), train_x.std()

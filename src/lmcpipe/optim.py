@@ -36,7 +36,9 @@ class SGD:
         return {"buffers": self.buffers}
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffers = [b.to(p.device) for b, p in zip(state["buffers"], self.params, strict=True)]
+        buffers = state["buffers"]  # empty until the first step, and always without momentum
+        if buffers:
+            self.buffers = [b.to(p.device) for b, p in zip(buffers, self.params, strict=True)]
 
 
 class Adam:

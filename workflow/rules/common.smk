@@ -62,7 +62,8 @@ def dataset_files(wildcards):
     files = locate(hp.dataset, hp.data_root)
     if files is not None:
         return [str(f) for f in files.values()]
-    if network_answers(DATASETS[hp.dataset].download_host):
+    info = DATASETS[hp.dataset]
+    if network_answers(info.download_host, info.download_port):
         return download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
     raise WorkflowError(
         f"config key experiments.{wildcards.exp}.dataset: "

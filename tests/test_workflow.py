@@ -1,0 +1,198 @@
+"""The real Snakemake workflow on a tiny config: full run, caching, partial reruns, bad input.
+
+One module-scoped run in a temporary working directory (about a minute on 2 cores); the
+other tests ask Snakemake for dry runs against it and check which jobs it would start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lmcpipe import paths, plan
+from lmcpipe.config import validate
+from tests.helpers import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "all": ["tiny"],
+    "experiments": {
+        "tiny": {
+            "model": "lenet_300_100",
+            "dataset": "fashion_mnist",
+            "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 20, "steps": 20,
+                      "eval_steps": [0, 10, 20], "checkpoint_every": 0},
+            "prune": {"fraction": 0.2, "levels": 2, "rewind_steps": [0],
+                      "baseline_pairs": False},
+            "instability": {"fork_steps": [0, 5], "alphas": 5},
+            "replicates": {"inits": [0], "orders": [0, 1]},
+        }
+    },
+}
+
+
+def snakemake(workdir: Path, config: dict, *args: str, env: dict | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run Snakemake from the repository's Snakefile in ``workdir`` with ``config``."""
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"),
+           "-d", str(workdir), "--cores", "2", "--configfile", str(cfg)]
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run, as {rule: count}."""
+    lines = output.splitlines()
+    if "Job stats:" not in lines:
+        return {}
+    counts = {}
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        name, _, count = line.partition(" ")
+        if name == "total" or not count.strip().isdigit():
+            break
+        counts[name] = int(count)
+    return counts
+
+
+def with_changes(config: dict, **changes) -> dict:
+    """A deep copy of ``config`` with ``section.key=value`` changes to the tiny experiment."""
+    new = yaml.safe_load(yaml.safe_dump(config))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        new["experiments"]["tiny"][section][key] = value
+    return new
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("workflow")
+    write_dataset(wd / "data" / "fashion_mnist")
+    config = {"data_root": str(wd / "data"), **TINY}
+    planned = snakemake(wd, config, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    done = snakemake(wd, config)
+    assert done.returncode == 0, done.stderr[-5000:]
+    (wd / "planned.txt").write_text(planned.stdout + planned.stderr)
+    return wd
+
+
+def config_of(workdir: Path) -> dict:
+    return {"data_root": str(workdir / "data"), **TINY}
+
+
+def test_full_run_produces_figures_and_tidy_tables(workdir):
+    for name in paths.FIGURES:
+        pdf = workdir / paths.figure("tiny", name)
+        assert pdf.read_bytes()[:4] == b"%PDF", name
+    exp = validate(config_of(workdir))["tiny"]
+    runs = pd.read_csv(workdir / paths.table("tiny", "runs"))
+    assert len(runs) == len(plan.runs(exp))
+    assert {"variant", "seed", "level", "density", "order", "copy", "test_error"} <= set(runs)
+    assert runs.loc[runs["level"] == 2, "density"].round(4).unique().tolist() == [0.64]
+    pairs = plan.pairs(exp)
+    path = pd.read_csv(workdir / paths.table("tiny", "paths"))
+    assert len(path) == len(pairs) * 5 * 2
+    inst = pd.read_csv(workdir / paths.table("tiny", "instability"))
+    assert len(inst) == len(pairs) * 2
+    assert set(inst["variant"]) == {"imp"}  # baseline_pairs: false
+    assert set(runs["variant"]) == {"imp", "randprune", "reinit"}
+    # every artifact is complete: no temporary or resume files left behind
+    leftovers = [p for p in (workdir / "results").rglob("*")
+                 if p.name.endswith((".tmp", ".resume"))]
+    assert leftovers == []
+
+
+def test_dense_run_serves_as_copy_one_at_level_zero(workdir):
+    """Level 0 at k = 0, order 0, copy 1 is the dense run: no retrain job was planned for it."""
+    planned = (workdir / "planned.txt").read_text()
+    assert "results/tiny/s0/k0/imp/L0/retrain" not in planned
+    assert job_counts(planned)["dense"] == 1
+
+
+def test_second_run_has_nothing_to_do(workdir):
+    again = snakemake(workdir, config_of(workdir), "-n")
+    assert again.returncode == 0
+    assert job_counts(again.stdout) == {}, again.stdout[-2000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_changing_alphas_reruns_only_interpolation_and_reports(workdir):
+    counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), instability__alphas=7),
+                                  "-n").stdout)
+    assert set(counts) == {"interpolate", "aggregate", "figure", "all"}
+
+
+def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
+    counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), prune__fraction=0.5),
+                                  "-n").stdout)
+    assert counts["prune"] == 2 and counts["random_mask"] == 2
+    assert not {"init", "dense", "rewind"} & set(counts)
+    # level 1 and 2 of IMP (retrain + 3 forks each) and of both baselines (2 runs each)
+    assert counts["retrain"] + counts["fork"] == 2 * 4 + 2 * 2 * 2
+
+
+def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
+    base = config_of(workdir)
+    first = job_counts((workdir / "planned.txt").read_text())
+    seeds = yaml.safe_load(yaml.safe_dump(base))
+    seeds["experiments"]["tiny"]["replicates"]["inits"] = [0, 1]
+    counts = job_counts(snakemake(workdir, seeds, "-n").stdout)
+    per_seed = {k: v for k, v in first.items() if k not in ("aggregate", "figure", "all")}
+    assert {k: v for k, v in counts.items() if k in per_seed} == per_seed
+    counts = job_counts(snakemake(workdir, with_changes(base, prune__levels=3), "-n").stdout)
+    assert counts["prune"] == 1 and counts["random_mask"] == 1
+    assert counts["retrain"] + counts["fork"] == 4 + 2 * 2
+    assert not {"init", "dense", "rewind"} & set(counts)
+
+
+def test_changing_training_hyperparameters_reruns_training(workdir):
+    counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), train__lr=2e-3),
+                                  "-n").stdout)
+    first = job_counts((workdir / "planned.txt").read_text())
+    assert counts == first
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("prune", "fraction", 1.0, "experiments.tiny.prune.fraction"),
+        ("train", "lr", -0.1, "experiments.tiny.train.lr"),
+        (None, "model", "resnet9000", "experiments.tiny.model"),
+        ("prune", "rewind_steps", [0, 500], "experiments.tiny.prune.rewind_steps"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, section, key, value, named):
+    config = {"data_root": str(tmp_path / "data"), **yaml.safe_load(yaml.safe_dump(TINY))}
+    target = config["experiments"]["tiny"]
+    (target[section] if section else target)[key] = value
+    result = snakemake(tmp_path, config)
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_dataset_is_refused_with_where_to_put_it(tmp_path):
+    config = {"data_root": str(tmp_path / "nodata"), **yaml.safe_load(yaml.safe_dump(TINY))}
+    config["experiments"]["tiny"]["dataset"] = "mnist"
+    result = snakemake(tmp_path, config, env={"LMCPIPE_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert "experiments.tiny.dataset" in result.stderr
+    assert "train-images-idx3-ubyte" in result.stderr and "nodata/mnist" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_workflow_is_lint_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s",
+                             str(REPO / "Snakefile"), "-d", str(REPO)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
