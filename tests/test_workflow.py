@@ -196,3 +196,65 @@ def test_workflow_is_lint_clean():
                              str(REPO / "Snakefile"), "-d", str(REPO)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_editing_stage_code_reruns_the_jobs_that_run_it(workdir, tmp_path):
+    """A copy of the workflow whose lmcpipe differs by one edited module, against the results."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    env = {"PYTHONPATH": str(copy / "src")}
+
+    def planned() -> dict[str, int]:
+        cfg = workdir / "config.yaml"
+        cfg.write_text(yaml.safe_dump(config_of(workdir)))
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "-s", str(copy / "Snakefile"), "-d",
+             str(workdir), "--cores", "2", "--configfile", str(cfg)],
+            capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return job_counts(result.stdout)
+
+    assert planned() == {}
+    with open(copy / "src" / "lmcpipe" / "figures.py", "a") as f:
+        f.write("\n# an edit of the figure code\n")
+    assert set(planned()) == {"figure", "all"}
+    with open(copy / "src" / "lmcpipe" / "optim.py", "a") as f:
+        f.write("\n# an edit of the training code\n")
+    counts = planned()
+    assert {"init", "dense", "retrain", "fork", "rewind", "interpolate"} <= set(counts)
+
+
+def test_killed_training_job_resumes_on_the_next_run(tmp_path):
+    """SIGKILL the whole Snakemake process group mid-training; the rerun continues the job."""
+    import signal
+    import time
+
+    write_dataset(tmp_path / "data" / "fashion_mnist")
+    config = {"data_root": str(tmp_path / "data"), **yaml.safe_load(yaml.safe_dump(TINY))}
+    config["experiments"]["tiny"]["train"].update(steps=600, checkpoint_every=20)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/tiny/s0/dense/model.pt"
+    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "-d",
+           str(tmp_path), "--cores", "1", "--configfile", str(tmp_path / "config.yaml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    resume = tmp_path / (target + ".resume")
+    deadline = time.time() + 240
+    while not resume.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert resume.exists(), "the training job never wrote a resume checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / target).exists()
+    # a SIGKILLed Snakemake leaves its lock behind: unlock as Snakemake's message says
+    subprocess.run(cmd + ["--unlock"], capture_output=True, check=True, timeout=300)
+    rerun = subprocess.run(cmd + ["--rerun-incomplete"], capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / "logs/tiny/s0/dense.log").read_text()
+    assert "resumed at step" in log
+    assert (tmp_path / target).exists() and not resume.exists()
