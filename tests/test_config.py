@@ -76,7 +76,7 @@ def edited(cfg: dict, keys: str, value) -> dict:
     ("keys", "value", "named"),
     [
         ("experiments.lenet.model", "resnet_20", "experiments.lenet.model"),
-        ("experiments.lenet.dataset", "cifar10", "experiments.lenet.dataset"),
+        ("experiments.lenet.dataset", "svhn", "experiments.lenet.dataset"),
         ("experiments.lenet.prune.fraction", 1.0, "experiments.lenet.prune.fraction"),
         ("experiments.demo.train.lr", -0.1, "experiments.demo.train.lr"),
         ("experiments.demo.train.lr", 0, "experiments.demo.train.lr"),

@@ -193,8 +193,8 @@ def test_offline_switch_answers_without_the_network(monkeypatch):
 
 def test_unknown_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "network_answers", lambda *a, **k: pytest.fail("network touched"))
-    with pytest.raises(DataError, match="unknown dataset 'cifar10'"):
-        data.load("cifar10", tmp_path)
+    with pytest.raises(DataError, match="unknown dataset 'svhn'"):
+        data.load("svhn", tmp_path)
 
 
 def test_label_count_must_match_image_count(tmp_path):

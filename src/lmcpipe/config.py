@@ -8,6 +8,7 @@ before any job starts. Snakemake's ``common.smk`` and ``lmcpipe check-config`` b
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,33 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+STEP_KEYS = (
+    ("train", "steps"), ("train", "milestones"), ("train", "warmup_steps"),
+    ("train", "eval_steps"), ("train", "checkpoint_every"),
+    ("prune", "rewind_steps"), ("instability", "fork_steps"),
+)
+
+
+def iterations(value: int | str, per_epoch: int) -> int:
+    """A step given as an integer, "<n>it" or "<n>ep", in iterations."""
+    if isinstance(value, int):
+        return value
+    if value.endswith("ep"):
+        return int(value[:-2]) * per_epoch
+    return int(value.removesuffix("it"))
+
+
+def _to_iterations(exp: dict[str, Any]) -> None:
+    """Rewrite every step-valued key of an experiment in iterations (in place)."""
+    per_epoch = math.ceil(DATASETS[exp["dataset"]].train_size / exp["train"]["batch_size"])
+    for section, key in STEP_KEYS:
+        value = exp[section][key]
+        if isinstance(value, list):
+            exp[section][key] = sorted({iterations(v, per_epoch) for v in value})
+        else:
+            exp[section][key] = iterations(value, per_epoch)
+
+
 def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Experiment]:
     """Fill defaults into ``config`` in place, check it, and return its experiments."""
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -62,7 +90,10 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
             raise ConfigError(f"config key {where}.model: unknown network '{exp['model']}'")
         if exp["dataset"] not in DATASETS:
             raise ConfigError(f"config key {where}.dataset: unknown dataset '{exp['dataset']}'")
+        _to_iterations(exp)
         steps = exp["train"]["steps"]
+        if steps < 1:
+            raise ConfigError(f"config key {where}.train.steps: must be at least 1 iteration")
         for key, values in (("train.eval_steps", exp["train"]["eval_steps"]),
                             ("train.milestones", exp["train"]["milestones"]),
                             ("prune.rewind_steps", exp["prune"]["rewind_steps"]),

@@ -33,24 +33,38 @@ class DatasetInfo:
     """Static facts about a dataset, known without reading it."""
 
     name: str
-    torchvision_name: str
-    system_dirs: tuple[str, ...]
+    format: str  # "idx", "cifar" or "imagefolder"
     input_shape: tuple[int, ...]
     num_classes: int
-    download_host: str
+    train_size: int  # nominal: converts epochs to iterations in the config
+    augment: str = "none"  # a name in lmcpipe.augment.AUGMENTATIONS
+    torchvision_name: str = ""
+    system_dirs: tuple[str, ...] = ()
+    download_host: str = ""
     download_port: int = 443
 
 
 DATASETS = {
-    "mnist": DatasetInfo("mnist", "MNIST", (), (1, 28, 28), 10, "ossci-datasets.s3.amazonaws.com"),
+    "mnist": DatasetInfo(
+        "mnist", "idx", (1, 28, 28), 10, 60_000, torchvision_name="MNIST",
+        download_host="ossci-datasets.s3.amazonaws.com",
+    ),
     "fashion_mnist": DatasetInfo(
-        "fashion_mnist",
-        "FashionMNIST",
-        ("/usr/share/datasets/fashion-mnist",),
-        (1, 28, 28),
-        10,
-        "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
-        80,  # torchvision's Fashion-MNIST mirror is plain HTTP
+        "fashion_mnist", "idx", (1, 28, 28), 10, 60_000, torchvision_name="FashionMNIST",
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        # torchvision's Fashion-MNIST mirror is plain HTTP
+        download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com", download_port=80,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "cifar", (3, 32, 32), 10, 50_000, augment="cifar", torchvision_name="CIFAR10",
+        download_host="www.cs.toronto.edu",
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", "cifar", (3, 32, 32), 100, 50_000, augment="cifar",
+        torchvision_name="CIFAR100", download_host="www.cs.toronto.edu",
+    ),
+    "imagenet": DatasetInfo(
+        "imagenet", "imagefolder", (3, 224, 224), 1000, 1_281_167, augment="imagenet",
     ),
 }
 
@@ -67,6 +81,7 @@ class Data:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    fill: torch.Tensor | None = None  # per-channel value of a black pixel after normalisation
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -25,16 +25,27 @@ class TrainHParams:
     steps: int
     momentum: float = 0.0
     weight_decay: float = 0.0
+    schedule: str = "step"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    final_lr: float = 0.0
     warmup_steps: int = 0
     eval_steps: tuple[int, ...] = ()
     eval_train_examples: int = 0
     checkpoint_every: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of iteration ``step`` (0-based): linear warmup, then step decay."""
-        lr = self.lr * self.gamma ** sum(step >= m for m in self.milestones)
+        """Learning rate of iteration ``step`` (0-based): linear warmup, then the schedule.
+
+        ``step``: multiply by ``gamma`` at each milestone; ``linear``: decay linearly from ``lr``
+        to ``final_lr`` at ``steps`` (Inception-v3 in paper A).
+        """
+        if self.schedule == "linear":
+            lr = self.lr + (self.final_lr - self.lr) * step / self.steps
+        else:
+            lr = self.lr * self.gamma ** sum(step >= m for m in self.milestones)
         if self.warmup_steps and step < self.warmup_steps:
             lr *= (step + 1) / self.warmup_steps
         return lr
@@ -57,6 +68,8 @@ class InterpHParams:
 
     alphas: int = 30
     threshold: float = 0.02
+    bn_mode: str = "interpolate"
+    bn_batches: int = 20
 
 
 @dataclass(frozen=True)

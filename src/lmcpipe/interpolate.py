@@ -3,6 +3,11 @@
 W(alpha) = alpha * W1 + (1 - alpha) * W2 at evenly spaced alpha in [0, 1]. Both copies share the
 mask, so pruned weights are zero at every alpha. The barrier (instability) is the largest error on
 the path minus the mean of the two endpoint errors (paper A, section 3).
+
+BatchNorm running statistics are either interpolated with the weights (``bn_mode: interpolate``)
+or recomputed at each alpha from training batches (``recompute``): interpolated statistics can
+describe the blended network badly ("variance collapse", Jordan et al. 2023, REPAIR), and what
+paper A did is not known, so both are offered and recorded in the tables.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import nn
 from lmcpipe import atomic, data
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
+from lmcpipe.seeds import generator
 from lmcpipe.train import load_model, pick_device
 
 
@@ -26,8 +32,40 @@ def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
             for k in a}
 
 
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int, batches: int) -> None:
+    """Reset BatchNorm running statistics to their cumulative average over training batches.
+
+    The batches are the first ``batches * batch_size`` examples of a fixed permutation (seeded,
+    the same for every alpha and pair), without augmentation; weights are untouched.
+    """
+    layers = batchnorms(model)
+    if not layers:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    perm = torch.randperm(len(x), generator=generator("bn")).to(x.device)
+    was_training = model.training
+    model.train()
+    for i in range(batches):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        if len(idx):
+            model(x[idx])
+    model.train(was_training)
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+
+
 def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-                dataset: data.Data, alphas: int, train_examples: int = 0) -> pd.DataFrame:
+                dataset: data.Data, alphas: int, train_examples: int = 0,
+                bn_mode: str = "interpolate", bn_batches: int = 20, batch_size: int = 128
+                ) -> pd.DataFrame:
     """One row per alpha and split: alpha, split, loss, error.
 
     Uses the same evaluation sets as training's final evaluation, so the endpoints reproduce the
@@ -36,6 +74,8 @@ def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch
     rows = []
     for alpha in torch.linspace(0, 1, alphas).tolist():
         model.load_state_dict(blend(a, b, alpha))
+        if bn_mode == "recompute":
+            recompute_bn(model, dataset.train_x, batch_size, bn_batches)
         for split, (loss, err) in evaluate_splits(model, dataset, train_examples).items():
             rows.append({"alpha": alpha, "split": split, "loss": loss, "error": err})
     return pd.DataFrame(rows, columns=["alpha", "split", "loss", "error"])
@@ -72,7 +112,8 @@ def main(args: argparse.Namespace) -> None:
     model.to(device)
     a = {k: v.to(device) for k, v in atomic.load_torch(args.copy1)["state_dict"].items()}
     b = {k: v.to(device) for k, v in atomic.load_torch(args.copy2)["state_dict"].items()}
-    path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples)
+    path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples, ip.bn_mode,
+                       ip.bn_batches, hp.batch_size)
     atomic.save_frame(path, args.out)
     for row in barrier(path).itertuples():
         print(f"{row.split} barrier {row.barrier:.4f}")

@@ -37,26 +37,34 @@ def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
 
 
 def batch_indices(n: int, batch_size: int, order: int, copy: int, step: int,
-                  cache: dict | None = None) -> torch.Tensor:
+                  cache: dict | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Example indices of iteration ``step`` of data-order stream (order, copy).
 
     Each epoch is a fresh permutation seeded by (order, copy, epoch); an epoch has ceil(n / B)
-    iterations, the last one possibly short.
+    iterations, the last one possibly short. The permutation is drawn on the CPU (the same on
+    every machine) and moved to ``device`` once per epoch, so a step costs no host transfer.
     """
     per_epoch = math.ceil(n / batch_size)
     epoch, i = divmod(step, per_epoch)
     if cache is None or cache.get("epoch") != epoch:
-        perm = torch.randperm(n, generator=generator("order", order, copy, epoch))
+        perm = torch.randperm(n, generator=generator("order", order, copy, epoch)).to(device)
         if cache is None:
             return perm[i * batch_size : (i + 1) * batch_size]
         cache.update(epoch=epoch, perm=perm)
     return cache["perm"][i * batch_size : (i + 1) * batch_size]
 
 
+def autocast(hp: TrainHParams, device: torch.device):
+    """bfloat16 autocast when ``hp.precision == "bf16"`` (fp32 is the reference)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
+
+
 def _eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
+    with autocast(hp, dataset.train_x.device):
+        metrics = evaluate_splits(model, dataset, hp.eval_train_examples)
     return [
         {"step": step, "split": split, "loss": loss, "error": err}
-        for split, (loss, err) in evaluate_splits(model, dataset, hp.eval_train_examples).items()
+        for split, (loss, err) in metrics.items()
     ]
 
 
@@ -85,6 +93,9 @@ def train(
     stop = hp.steps if stop_step is None else stop_step
     device = dataset.train_x.device
     model.to(device).train()
+    conv = dataset.train_x.dim() == 4 and hp.channels_last
+    if conv:
+        model.to(memory_format=torch.channels_last)
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(device)) for n, m in (mask or {}).items()]
     mparams, mtensors = [p for p, _ in masked], [m.to(p.dtype) for p, m in masked]
@@ -108,13 +119,18 @@ def train(
     eval_at = {s for s in hp.eval_steps if start_step <= s < stop} if record else set()
     done = {r["step"] for r in rows}
     x, y = dataset.train_x, dataset.train_y
+    if conv:
+        x = x.contiguous(memory_format=torch.channels_last)
+    augment = augmenter(hp.dataset, dataset)
     cache: dict = {}
     while step < stop:
         if step in eval_at and step not in done:
             rows += _eval_rows(model, dataset, hp, step)
             done.add(step)
-        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache).to(device)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, device)
+        xb = augment(x[idx], order, copy, step) if augment else x[idx]
+        with autocast(hp, device):
+            loss = nn.functional.cross_entropy(model(xb), y[idx])
         model.zero_grad(set_to_none=True)
         loss.backward()
         if masked:
@@ -139,6 +155,22 @@ def train(
     if record and stop not in done:
         rows += _eval_rows(model, dataset, hp, stop)
     return rows
+
+
+def augmenter(dataset_name: str, dataset: data.Data):
+    """The dataset's training augmentation as ``f(batch, order, copy, step)``, or None.
+
+    Draws come from a generator seeded by (order, copy, step): the two copies of a pair see
+    different draws, and a resumed run sees the same draws as an uninterrupted one.
+    """
+    name = data.DATASETS[dataset_name].augment
+    if name == "none":
+        return None
+    from lmcpipe import augment
+
+    fn = augment.AUGMENTATIONS[name]
+    return lambda x, order, copy, step: fn(
+        x, augment.augmentation_generator(order, copy, step, x.device), dataset.fill)
 
 
 def model_record(model: PrunableModel, name: str, step: int) -> dict:
