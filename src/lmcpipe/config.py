@@ -8,6 +8,7 @@ before any job starts. Snakemake's ``common.smk`` and ``lmcpipe check-config`` b
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
         raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}")
     experiments = {}
     data_root = config["data_root"]
-    for name, exp in config["experiments"].items():
+    for name in config["experiments"]:
+        # YAML anchors share dicts between experiments: give each its own before converting
+        exp = config["experiments"][name] = copy.deepcopy(config["experiments"][name])
         where = f"experiments.{name}"
         if exp["model"] not in REGISTRY:
             raise ConfigError(f"config key {where}.model: unknown network '{exp['model']}'")

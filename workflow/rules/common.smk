@@ -3,6 +3,7 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate
@@ -65,6 +66,9 @@ def dataset_files(wildcards):
     info = DATASETS[hp.dataset]
     if network_answers(info.download_host, info.download_port):
         return download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
+    if workflow.dryrun:  # show the plan anyway; a real run stops here
+        logger.warning(f"experiments.{wildcards.exp}.dataset: {hp.dataset} is not on disk")
+        return download_outputs(hp.data_root, hp.dataset)
     raise WorkflowError(
         f"config key experiments.{wildcards.exp}.dataset: "
         + missing_message(hp.dataset, hp.data_root)
