@@ -27,7 +27,15 @@ def shipped() -> dict:
 
 def test_shipped_config_validates_and_fills_defaults(shipped):
     experiments = validate(shipped)
-    assert set(experiments) == {"lenet", "demo"}
+    assert {"lenet", "demo", "resnet20", "resnet20_low", "resnet20_warmup", "vgg16", "vgg16_low",
+            "vgg16_warmup", "resnet50", "inceptionv3"} == set(experiments)
+    # steps in epochs are converted to iterations: 160 epochs of ceil(50 000 / 128) = 391
+    r20 = experiments["resnet20"].train
+    assert r20.steps == 160 * 391 and r20.milestones == (80 * 391, 120 * 391)
+    assert experiments["resnet50"].prune.rewind_steps[1] == 1252  # 1 epoch at batch 1024
+    assert experiments["resnet20_warmup"].train.lr == 0.03
+    assert experiments["resnet20_warmup"].train.warmup_steps == 30000
+    assert experiments["vgg16_low"].prune.levels == 13
     assert all(isinstance(e, Experiment) for e in experiments.values())
     lenet = shipped["experiments"]["lenet"]
     assert lenet["threads"] == 1
@@ -123,7 +131,7 @@ def test_check_config_cli(shipped, tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text(SHIPPED.read_text())
     assert cli.main(["check-config", str(good)]) == 0
-    assert capsys.readouterr().out.strip() == f"{good}: ok (lenet, demo)"
+    assert capsys.readouterr().out.strip().startswith(f"{good}: ok (lenet, demo, resnet20")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(edited(shipped, "experiments.lenet.prune.fraction", 1.0)))
@@ -175,3 +183,21 @@ def test_version_follows_the_closure(tmp_path):
         f.write("\n# edited\n")
     train2, figures2 = versions()
     assert train2 != train1 and figures2 == figures1
+
+
+def test_yaml_anchors_shared_between_experiments_are_converted_per_experiment():
+    """An anchored train section shared by a CIFAR and an MNIST experiment: each its own epochs."""
+    text = """
+experiments:
+  a:
+    model: lenet_300_100
+    dataset: mnist
+    train: &t {optimizer: sgd, lr: 0.1, batch_size: 100, steps: 2ep, milestones: [1ep]}
+  b:
+    model: resnet20
+    dataset: cifar10
+    train: *t
+"""
+    experiments = validate(yaml.safe_load(text))
+    assert experiments["a"].train.steps == 1200 and experiments["a"].train.milestones == (600,)
+    assert experiments["b"].train.steps == 1000 and experiments["b"].train.milestones == (500,)

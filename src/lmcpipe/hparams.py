@@ -84,6 +84,7 @@ class Experiment:
     orders: tuple[int, ...]
     fork_steps: tuple[int, ...]
     threads: int = 1
+    control: bool = False
 
     @property
     def chain_order(self) -> int:
@@ -115,6 +116,7 @@ def experiment_from_config(name: str, exp: dict[str, Any], data_root: str) -> Ex
         orders=tuple(exp["replicates"]["orders"]),
         fork_steps=tuple(exp["instability"]["fork_steps"]),
         threads=exp.get("threads", 1),
+        control=exp["instability"].get("control", False),
     )
 
 
@@ -150,4 +152,5 @@ def experiment_from_json(text: str) -> Experiment:
         orders=tuple(d["orders"]),
         fork_steps=tuple(d["fork_steps"]),
         threads=d["threads"],
+        control=d.get("control", False),
     )

@@ -1,8 +1,9 @@
 """The one place that knows where artifacts live.
 
 A path names what produced it: experiment, init seed, rewind step k, variant (``imp``,
-``randprune``, ``reinit``), pruning level, data order and copy. Snakemake rules use the patterns,
-Python code uses the functions; both come from here.
+``randprune``, ``reinit``, or ``restart``: paper A's Fig 4 control, dense copies trained from W_k
+for the full T steps with schedule and data order restarted), pruning level, data order and copy.
+Snakemake rules use the patterns, Python code uses the functions; both come from here.
 
 Two aliases avoid training the same thing twice:
 
@@ -14,7 +15,7 @@ Two aliases avoid training the same thing twice:
 from __future__ import annotations
 
 RESULTS = "results"
-VARIANTS = ("imp", "randprune", "reinit")
+VARIANTS = ("imp", "randprune", "reinit", "restart")
 
 # --- patterns (Snakemake wildcards) ---------------------------------------------------------
 INIT = RESULTS + "/{exp}/s{seed}/rewind/k0.pt"

@@ -49,6 +49,8 @@ def pairs(exp: Experiment) -> list[Pair]:
     for s in exp.inits:
         for k in set(exp.fork_steps) | set(exp.prune.rewind_steps):
             out |= {Pair(s, k, "imp", 0, d) for d in exp.orders}
+        if exp.control:  # at k = 0 restarting is the same computation as T - k: skipped
+            out |= {Pair(s, k, "restart", 0, d) for k in exp.fork_steps if k for d in exp.orders}
         for k in exp.prune.rewind_steps:
             for n in range(1, exp.prune.levels + 1):
                 out |= {Pair(s, k, "imp", n, d) for d in exp.orders}

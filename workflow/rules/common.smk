@@ -33,7 +33,7 @@ wildcard_constraints:
     level=r"\d+",
     order=r"\d+",
     cp="[12]",
-    variant="imp|randprune|reinit",
+    variant="|".join(paths.VARIANTS),
 
 
 def exp_of(wildcards):
@@ -88,6 +88,11 @@ def start_args(wildcards, input):
     if wildcards.variant == "reinit":
         return "--reinit"
     return f"--start {input.start}"
+
+
+def start_step(wildcards):
+    """Schedule position of a run's start: k, or 0 for the restarted-schedule control."""
+    return 0 if wildcards.variant == "restart" else wildcards.k
 
 
 def mask_args(wildcards, input):

@@ -69,6 +69,7 @@ rule retrain:
         hp=train_hparams,
         order=lambda w: exp_of(w).chain_order,
         start=start_args,
+        start_step=start_step,
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
@@ -78,7 +79,7 @@ rule retrain:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/retrain.log",
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {wildcards.k} --level {wildcards.level} {params.mask}"
+        " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
         " --order {params.order} --copy 1 --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
 
@@ -92,6 +93,7 @@ rule fork:
     params:
         hp=train_hparams,
         start=start_args,
+        start_step=start_step,
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
@@ -101,6 +103,6 @@ rule fork:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/d{order}c{cp}.log",
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {wildcards.k} --level {wildcards.level} {params.mask}"
+        " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
         " --order {wildcards.order} --copy {wildcards.cp} --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"

@@ -7,11 +7,18 @@ from torch import nn
 
 from lmcpipe.data import DATASETS
 from lmcpipe.models.base import PrunableModel
+from lmcpipe.models.imagenet import InceptionV3, ResNet50
 from lmcpipe.models.lenet import LeNet300100
+from lmcpipe.models.resnet_cifar import ResNet20
+from lmcpipe.models.vgg import VGG16
 from lmcpipe.seeds import generator
 
 REGISTRY: dict[str, type[PrunableModel]] = {
     "lenet_300_100": LeNet300100,
+    "resnet20": ResNet20,
+    "vgg16": VGG16,
+    "resnet50": ResNet50,
+    "inceptionv3": InceptionV3,
 }
 
 

@@ -1,0 +1,192 @@
+"""The registered networks: shapes, parameter counts, prunable weights, bf16/channels_last, init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from lmcpipe import config
+from lmcpipe.models import REGISTRY, PrunableModel, initialise
+
+# name -> (input shape for the smoke tests, number of classes)
+SMOKE = {
+    "lenet_300_100": ((1, 28, 28), 10),
+    "resnet20": ((3, 32, 32), 10),
+    "vgg16": ((3, 32, 32), 10),
+    "resnet50": ((3, 64, 64), 1000),
+    "inceptionv3": ((3, 80, 80), 1000),  # Inception-v3 needs >= 75x75
+}
+# name -> (expected parameter count, relative tolerance); the paper's Table 1 unless noted
+PARAMS = {
+    "lenet_300_100": (266_000, 0.01),
+    "resnet20": (272_000, 0.01),
+    "vgg16": (14_700_000, 0.02),
+    "resnet50": (25_500_000, 0.01),
+    "inceptionv3": (23_800_000, 0.03),  # without the aux head (paper: 27.1 M with it)
+}
+# name -> the weights IMP must not prune
+EXCLUDED = {
+    "lenet_300_100": {"fc3.weight"},
+    "resnet20": set(),
+    "vgg16": {"fc.weight"},
+    "resnet50": set(),
+    "inceptionv3": set(),
+}
+# the image models are exercised with a batch of 2: BatchNorm in training mode needs more than
+# one value per channel, and Inception-v3's last feature map is 1x1 at 80x80
+BATCH = 2
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, PrunableModel]:
+    torch.manual_seed(0)
+    return {
+        name: REGISTRY[name](input_shape=shape, num_classes=classes)
+        for name, (shape, classes) in SMOKE.items()
+    }
+
+
+def test_every_registered_model_is_covered():
+    assert set(SMOKE) == set(REGISTRY) == set(PARAMS) == set(EXCLUDED)
+
+
+def test_schema_model_enum_lists_the_registry():
+    schema = yaml.safe_load(config.SCHEMA.read_text())
+    assert schema["$defs"]["experiment"]["properties"]["model"]["enum"] == list(REGISTRY)
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_parameter_count(built, name):
+    expected, tol = PARAMS[name]
+    assert param_count(built[name]) == pytest.approx(expected, rel=tol)
+
+
+def test_exact_parameter_counts(built):
+    # pinned so an accidental change of layout shows up
+    assert param_count(built["resnet20"]) == 272_474
+    assert param_count(built["vgg16"]) == 14_724_042
+    assert param_count(built["resnet50"]) == 25_557_032
+    assert param_count(built["inceptionv3"]) == 23_834_568
+    assert param_count(REGISTRY["resnet20"](num_classes=100)) == 272_474 + 90 * 65
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_prunable_names_are_the_conv_and_linear_weights_minus_exclusions(built, name):
+    model = built[name]
+    names = model.prunable_names()
+    params = dict(model.named_parameters())
+    weights = {
+        f"{mod_name}.weight"
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, nn.Conv2d | nn.Linear)
+    }
+    assert set(model.excluded) == EXCLUDED[name]
+    assert EXCLUDED[name] <= weights
+    assert set(names) == weights - EXCLUDED[name]
+    assert len(names) == len(set(names))
+    assert all(n in params and n.endswith(".weight") and params[n].dim() >= 2 for n in names)
+
+
+def test_resnet20_prunes_shortcuts_and_output_layer(built):
+    names = built["resnet20"].prunable_names()
+    assert len(names) == 1 + 9 * 2 + 2 + 1  # stem, 18 block convs, 2 shortcuts, fc
+    shortcuts = [n for n in names if "shortcut" in n]
+    assert shortcuts == ["blocks.3.shortcut.0.weight", "blocks.6.shortcut.0.weight"]
+    assert names[-1] == "fc.weight"
+    assert dict(built["resnet20"].named_parameters())["blocks.3.shortcut.0.weight"].shape == (
+        32, 16, 1, 1,
+    )
+
+
+def test_vgg16_structure(built):
+    model = built["vgg16"]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128] + [256] * 3 + [512] * 6
+    assert [m for m in model.modules() if isinstance(m, nn.Linear)] == [model.fc]
+    assert model.fc.in_features == 512
+    assert "fc.weight" not in model.prunable_names() and len(model.prunable_names()) == 13
+
+
+def test_resnet50_prunes_downsample_convs(built):
+    names = built["resnet50"].prunable_names()
+    assert len(names) == 1 + 16 * 3 + 4 + 1  # stem, 16 bottlenecks, 4 downsample convs, fc
+    assert "net.layer1.0.downsample.0.weight" in names and names[-1] == "net.fc.weight"
+
+
+def test_inception_has_no_aux_head(built):
+    model = built["inceptionv3"]
+    assert model.net.AuxLogits is None
+    assert not any("AuxLogits" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_forward_gives_logits(built, name):
+    model = built[name].eval()
+    shape, classes = SMOKE[name]
+    with torch.no_grad():
+        out = model(torch.randn(1, *shape))
+    assert out.shape == (1, classes) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_backward_channels_last_bf16_autocast(built, name):
+    shape, classes = SMOKE[name]
+    model = built[name].to(memory_format=torch.channels_last).train()
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(BATCH, *shape).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(classes, (BATCH,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    assert logits.shape == (BATCH, classes)
+    nn.functional.cross_entropy(logits.float(), y).backward()
+    for n in model.prunable_names():
+        grad = model.get_parameter(n).grad
+        assert grad is not None and torch.isfinite(grad).all(), n
+    model.zero_grad(set_to_none=True)
+
+
+def test_small_and_grey_inputs():
+    # CIFAR nets pool globally; the ImageNet nets swap their stem for other channel counts
+    assert REGISTRY["resnet20"](input_shape=(1, 28, 28))(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert REGISTRY["vgg16"](input_shape=(1, 28, 28))(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    net = REGISTRY["resnet50"](input_shape=(1, 32, 32), num_classes=10).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="75x75"):
+        REGISTRY["inceptionv3"](input_shape=(3, 74, 74))
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_initialise_covers_every_parameter_and_is_seeded(name):
+    shape, classes = SMOKE[name]
+    models = []
+    for torch_seed in (1, 2):  # whatever the constructor drew from the global RNG is overwritten
+        torch.manual_seed(torch_seed)
+        model = REGISTRY[name](input_shape=shape, num_classes=classes)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        models.append(initialise(model, 0, name))
+    model, twin = models
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # nothing left untouched
+    first = model.state_dict()
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in first.items())
+
+    for mod_name, mod in model.named_modules():
+        if list(mod.parameters(recurse=False)):
+            assert isinstance(mod, nn.Conv2d | nn.Linear | nn.BatchNorm2d), mod_name
+        if isinstance(mod, nn.BatchNorm2d):
+            assert ((mod.weight >= 0) & (mod.weight < 1)).all(), mod_name
+            assert (mod.bias == 0).all(), mod_name
+        if isinstance(mod, nn.Conv2d | nn.Linear) and mod.bias is not None:
+            assert (mod.bias == 0).all(), mod_name
+
+    other = initialise(twin, 1, name).state_dict()
+    assert all(not torch.equal(first[k], other[k]) for k in model.prunable_names())
