@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import math
 import os
 import shutil
 import socket
@@ -81,7 +82,27 @@ class Data:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    fill: torch.Tensor | None = None  # per-channel value of a black pixel after normalisation
+    mean: torch.Tensor | None = None  # per-channel statistics of the training pixels / 255
+    std: torch.Tensor | None = None
+
+    @property
+    def fill(self) -> torch.Tensor | None:
+        """Per-channel value of a black pixel after normalisation (CIFAR's zero padding)."""
+        return None if self.mean is None else -self.mean / self.std
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as normalised float32: uint8 images are normalised, floats pass through."""
+        if x.dtype != torch.uint8:
+            return x
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return (x.float() / 255.0 - self.mean.view(view)) / self.std.view(view)
+
+    def to(self, device: str | torch.device) -> Data:
+        for name in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        return self
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -156,6 +177,14 @@ def network_answers(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 
 
 def missing_message(dataset: str, root: str | Path) -> str:
+    fmt = DATASETS[dataset].format
+    if fmt == "cifar":
+        from lmcpipe import cifar
+
+        return cifar.missing_message(dataset, root) + " (and the network does not answer)"
+    if fmt == "imagefolder":
+        return (f"dataset '{dataset}' not found: put its train/ and val/ folders "
+                f"(<class>/<image>) in {Path(root) / 'imagenet'}")
     where = ", ".join(str(d) for d in candidate_dirs(dataset, root))
     files = ", ".join(s + "[.gz]" for s in IDX_FILES.values())
     return (
@@ -163,15 +192,51 @@ def missing_message(dataset: str, root: str | Path) -> str:
     )
 
 
-def download(dataset: str, root: str | Path) -> dict[str, Path]:
-    """Fetch the gzipped IDX files with torchvision and move them to ``root/<dataset>/``.
+def find(dataset: str, root: str | Path) -> list[Path] | None:
+    """The files (or folders) a dataset is read from, or None when it is not on disk."""
+    fmt = DATASETS[dataset].format
+    if fmt == "cifar":
+        from lmcpipe import cifar
+
+        directory = cifar.locate_cifar(dataset, root)
+        layout = cifar.CIFAR[dataset]
+        return None if directory is None else [
+            directory / name for name in layout.train_files + layout.test_files]
+    if fmt == "imagefolder":
+        from lmcpipe import imagefolder
+
+        directory = imagefolder.locate(root)
+        return None if directory is None else [directory / s for s in imagefolder.SPLITS]
+    files = locate(dataset, root)
+    return None if files is None else list(files.values())
+
+
+def download_targets(dataset: str, root: str | Path) -> list[Path]:
+    """Where ``download`` puts a dataset's files; empty when it cannot be downloaded."""
+    info = DATASETS[dataset]
+    if info.format == "cifar":
+        from lmcpipe import cifar
+
+        layout = cifar.CIFAR[dataset]
+        folder = Path(root) / dataset / layout.folder
+        return [folder / name for name in layout.train_files + layout.test_files]
+    if info.format == "idx":
+        return [Path(root) / dataset / f"{stem}.gz" for stem in IDX_FILES.values()]
+    return []
+
+
+def download(dataset: str, root: str | Path) -> list[Path]:
+    """Fetch a dataset with torchvision and move its files to ``download_targets``.
 
     torchvision downloads into a temporary directory first, so a failed or killed download never
-    leaves files that ``locate`` would take for a complete dataset.
+    leaves files that ``find`` would take for a complete dataset.
     """
     import torchvision.datasets as tvd
 
     info = DATASETS[dataset]
+    targets = download_targets(dataset, root)
+    if not targets:
+        raise DataError(missing_message(dataset, root))
     target = Path(root) / dataset
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
@@ -180,41 +245,77 @@ def download(dataset: str, root: str | Path) -> dict[str, Path]:
                 getattr(tvd, info.torchvision_name)(tmp, train=train, download=True)
         except Exception as e:  # torchvision raises several kinds on network failure
             raise DataError(f"{missing_message(dataset, root)} (download failed: {e})") from e
-        for stem in IDX_FILES.values():
-            shutil.move(Path(tmp) / info.torchvision_name / "raw" / f"{stem}.gz",
-                        target / f"{stem}.gz")
-    files = locate(dataset, root)
-    if files is None:
+        if info.format == "cifar":
+            shutil.move(Path(tmp) / targets[0].parent.name, targets[0].parent)
+        else:
+            for path in targets:
+                shutil.move(Path(tmp) / info.torchvision_name / "raw" / path.name, path)
+    if find(dataset, root) is None:
         raise DataError(missing_message(dataset, root))
-    return files
+    return targets
 
 
-def load(dataset: str, root: str | Path, device: str | torch.device = "cpu") -> Data:
-    """Read a dataset into normalised tensors (per-dataset mean/std of the training pixels)."""
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+def _read_idx_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
     files = locate(dataset, root)
     if files is None:
         raise DataError(missing_message(dataset, root))
     arrays = {key: read_idx(path) for key, path in files.items()}
-    shape = DATASETS[dataset].input_shape
     for split in ("train", "test"):
         n_x, n_y = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
         if n_x != n_y:
             raise DataError(f"{files[split + '_y']}: {n_y} labels for {n_x} {split} images")
-    train_x = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0)
-    test_x = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0)
-    mean, std = train_x.mean(), train_x.std()
-    for name, x in (("train", train_x), ("test", test_x)):
-        if tuple(x.shape[1:]) != shape[1:]:
+    return {k: torch.from_numpy(a.astype(np.int64) if k.endswith("_y") else a)
+            for k, a in arrays.items()}
+
+
+def _read_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
+    """uint8 images (N, ...) and int64 labels of both splits, in the dataset's own format."""
+    info = DATASETS[dataset]
+    if info.format == "cifar":
+        from lmcpipe import cifar
+
+        return cifar.load_cifar(dataset, root)
+    if info.format == "imagefolder":
+        from lmcpipe import imagefolder
+
+        directory = imagefolder.locate(root)
+        if directory is None:
+            raise DataError(missing_message(dataset, root))
+        size = info.input_shape[-1]
+        train_x, train_y, classes = imagefolder.read_imagefolder(directory / "train", size)
+        test_x, test_y, _ = imagefolder.read_imagefolder(directory / "val", size, classes)
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    return _read_idx_splits(dataset, root)
+
+
+def load(dataset: str, root: str | Path, device: str | torch.device = "cpu") -> Data:
+    """Read a dataset into tensors on ``device``, normalised by the training pixels' statistics.
+
+    MNIST-style and CIFAR data are held normalised in float32; ImageNet stays uint8 (a float copy
+    would not fit in memory) and ``Data.prepare`` normalises each batch.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+    info = DATASETS[dataset]
+    raw = _read_splits(dataset, root)
+    shape = info.input_shape
+    for name in ("train", "test"):
+        x = raw[f"{name}_x"]
+        if tuple(x.shape[-2:]) != shape[-2:] or x.numel() // len(x) != math.prod(shape):
             raise DataError(f"{dataset} {name} images have shape {tuple(x.shape[1:])}, "
-                            f"expected {shape[1:]}")
-    return Data(
-        train_x=((train_x - mean) / std).reshape(-1, *shape).to(device),
-        train_y=torch.from_numpy(arrays["train_y"].astype(np.int64)).to(device),
-        test_x=((test_x - mean) / std).reshape(-1, *shape).to(device),
-        test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)).to(device),
-    )
+                            f"expected {shape}")
+    if info.format == "idx":  # one channel: scalar statistics, as before
+        train = raw["train_x"].float() / 255.0
+        mean, std = train.mean().reshape(1), train.std().reshape(1)
+    else:
+        from lmcpipe.augment import channel_stats
+
+        mean, std = channel_stats(raw["train_x"].reshape(-1, *shape))
+    out = Data(raw["train_x"].reshape(-1, *shape), raw["train_y"],
+               raw["test_x"].reshape(-1, *shape), raw["test_y"], mean=mean, std=std)
+    if info.format != "imagefolder":
+        out.train_x, out.test_x = out.prepare(out.train_x), out.prepare(out.test_x)
+    return out.to(device)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -225,4 +326,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     """Stage: download a dataset that is not on disk (only run when the network answers)."""
     files = download(args.dataset, args.root)
-    print("downloaded " + ", ".join(str(f) for f in files.values()))
+    print("downloaded " + ", ".join(str(f) for f in files))

@@ -7,15 +7,19 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000
-             ) -> tuple[float, float]:
-    """Mean cross-entropy and error rate (fraction misclassified)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000,
+             prepare=None) -> tuple[float, float]:
+    """Mean cross-entropy and error rate (fraction misclassified).
+
+    ``prepare`` turns a stored chunk into model input (``Data.prepare``: uint8 -> normalised).
+    """
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch):
-        out = model(x[i : i + batch])
+        chunk = x[i : i + batch]
+        out = model(prepare(chunk) if prepare else chunk)
         loss += nn.functional.cross_entropy(out, y[i : i + batch], reduction="sum").double()
         wrong += (out.argmax(1) != y[i : i + batch]).sum()
     model.train(was_training)
@@ -31,4 +35,5 @@ def splits(data, train_examples: int = 0) -> dict[str, tuple[torch.Tensor, torch
 
 def evaluate_splits(model: nn.Module, data, train_examples: int = 0
                     ) -> dict[str, tuple[float, float]]:
-    return {name: evaluate(model, x, y) for name, (x, y) in splits(data, train_examples).items()}
+    return {name: evaluate(model, x, y, prepare=data.prepare)
+            for name, (x, y) in splits(data, train_examples).items()}

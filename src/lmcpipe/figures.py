@@ -202,6 +202,11 @@ FIGURES: dict[str, Callable[[Path, float], Figure]] = {
     "imp_instability": plot_imp_instability,
 }
 
+# Paper A's further figures (control, interp_imp, table2, rewind_instability, rewind_accuracy,
+# sparsity_ranges) live in figures_paper_a, which reuses the helpers above and adds itself to
+# FIGURES when imported (so either module may be imported first).
+from lmcpipe import figures_paper_a  # noqa: E402, F401
+
 
 def render(name: str, tables_dir: Path, threshold: float = 0.02) -> Figure:
     """Build figure ``name`` in the project's style."""

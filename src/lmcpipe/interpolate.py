@@ -37,7 +37,8 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int, batches: int) -> None:
+def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int, batches: int,
+                 prepare=None) -> None:
     """Reset BatchNorm running statistics to their cumulative average over training batches.
 
     The batches are the first ``batches * batch_size`` examples of a fixed permutation (seeded,
@@ -56,7 +57,7 @@ def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int, batches: in
     for i in range(batches):
         idx = perm[i * batch_size : (i + 1) * batch_size]
         if len(idx):
-            model(x[idx])
+            model(prepare(x[idx]) if prepare else x[idx])
     model.train(was_training)
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
@@ -75,7 +76,7 @@ def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch
     for alpha in torch.linspace(0, 1, alphas).tolist():
         model.load_state_dict(blend(a, b, alpha))
         if bn_mode == "recompute":
-            recompute_bn(model, dataset.train_x, batch_size, bn_batches)
+            recompute_bn(model, dataset.train_x, batch_size, bn_batches, dataset.prepare)
         for split, (loss, err) in evaluate_splits(model, dataset, train_examples).items():
             rows.append({"alpha": alpha, "split": split, "loss": loss, "error": err})
     return pd.DataFrame(rows, columns=["alpha", "split", "loss", "error"])

@@ -33,7 +33,8 @@ LOG = "logs/{exp}/{name}.log"
 MODEL = "model.pt"
 METRICS = "metrics.csv"
 TABLES = ("runs", "paths", "instability", "curves")
-FIGURES = ("interp_k0", "instability", "imp", "imp_instability")
+FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
+           "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
 
 
 def rewind(exp: str, seed: int, k: int) -> str:

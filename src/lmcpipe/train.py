@@ -128,7 +128,9 @@ def train(
             rows += _eval_rows(model, dataset, hp, step)
             done.add(step)
         idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, device)
-        xb = augment(x[idx], order, copy, step) if augment else x[idx]
+        xb = dataset.prepare(x[idx])
+        if augment:
+            xb = augment(xb, order, copy, step)
         with autocast(hp, device):
             loss = nn.functional.cross_entropy(model(xb), y[idx])
         model.zero_grad(set_to_none=True)
@@ -194,6 +196,9 @@ def load_model(hp: TrainHParams, path: str) -> tuple[PrunableModel, int]:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"lmcpipe: --device {name}: torch sees no CUDA device (the experiment's "
+                         "resources.require_gpu is set; unset it to fall back to the CPU)")
     return torch.device(name)
 
 

@@ -7,7 +7,7 @@ from snakemake.logging import logger
 
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate
-from lmcpipe.data import DATASETS, IDX_FILES, locate, missing_message, network_answers
+from lmcpipe.data import DATASETS, download_targets, find, missing_message, network_answers
 from lmcpipe.hparams import to_json
 
 try:
@@ -60,9 +60,9 @@ def threads_of(wildcards):
 def dataset_files(wildcards):
     """The dataset's IDX files as inputs; a missing dataset stops the run before any job."""
     hp = exp_of(wildcards).train
-    files = locate(hp.dataset, hp.data_root)
+    files = find(hp.dataset, hp.data_root)
     if files is not None:
-        return [str(f) for f in files.values()]
+        return [str(f) for f in files]
     info = DATASETS[hp.dataset]
     if network_answers(info.download_host, info.download_port):
         return download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
@@ -76,7 +76,18 @@ def dataset_files(wildcards):
 
 
 def download_outputs(data_root, dataset):
-    return [f"{data_root}/{dataset}/{stem}.gz" for stem in IDX_FILES.values()]
+    return [str(p) for p in download_targets(dataset, data_root)]
+
+
+def download_root(wildcards, output):
+    """The data root a download rule writes under, recovered from its first output."""
+    first = str(output[0])
+    for name in DATASETS:
+        for target in download_targets(name, "ROOT"):
+            suffix = str(target).removeprefix("ROOT")
+            if first.endswith(suffix):
+                return first[: -len(suffix)] or "."
+    raise WorkflowError(f"no dataset downloads to {first}")
 
 
 def run_model(exp, run):
@@ -141,3 +152,57 @@ def pair_inputs(wildcards):
                      int(wildcards.level), int(wildcards.order))
     return {"copy1": run_model(exp, pair.copy(1)), "copy2": run_model(exp, pair.copy(2)),
             "data": dataset_files(wildcards)}
+
+
+# --- Scheduler resources and job groups (SLURM: profiles/slurm) -------------------------------
+# Portable facts come from the experiment's `resources:` section (defaults filled in by
+# validation); site facts (how to ask for a GPU, its model) from `cluster:`, which the profile sets.
+def resources_of(wildcards):
+    return config["experiments"][wildcards.exp]["resources"]
+
+
+def wants_gpu(wildcards):
+    res = resources_of(wildcards)
+    return res["gpu"] or res["require_gpu"]
+
+
+def mem_mb_of(wildcards):
+    return resources_of(wildcards)["mem_mb"]
+
+
+def runtime_of(wildcards, attempt):
+    """Minutes; a retried job (profile `retries:`) gets attempt times the first limit."""
+    return attempt * resources_of(wildcards)["runtime_min"]
+
+
+def gpu_of(wildcards):
+    """Resource gpu (sbatch --gpus=[model:]1) when the site asks for GPUs with --gpus."""
+    return int(wants_gpu(wildcards) and config["cluster"]["gpu_flag"] == "gpus")
+
+
+def gpu_model_of(wildcards):
+    return config["cluster"]["gpu_model"] if gpu_of(wildcards) else ""
+
+
+def gres_of(wildcards):
+    """Resource gres (sbatch --gres=gpu:[model:]1) when the site asks for GPUs with --gres."""
+    if not wants_gpu(wildcards) or config["cluster"]["gpu_flag"] != "gres":
+        return ""
+    model = config["cluster"]["gpu_model"]
+    return f"gpu:{model}:1" if model else "gpu:1"
+
+
+def device_of(wildcards):
+    """--device of train/interpolate: cuda (fail without a GPU) or auto (CUDA, else the CPU).
+
+    A resource, not a param: choosing the device does not rerun finished jobs."""
+    return "cuda" if resources_of(wildcards)["require_gpu"] else "auto"
+
+
+def group_of(wildcards):
+    """Job group: on a cluster, one batch job per (experiment, seed, k, level) runs that level's
+    pruning, training runs and interpolations (W_0 and the dense run belong to k0/L0; W_k to
+    k<k>/L0). Groups are ignored by local runs."""
+    k = wildcards.get("k", "0")
+    level = wildcards.get("level", "0")
+    return f"{wildcards.exp}_s{wildcards.seed}_k{k}_L{level}"

@@ -1,16 +1,18 @@
 # Datasets: downloaded by torchvision only when absent and the network answers.
 
+for _dataset in [name for name in DATASETS if download_targets(name, config["data_root"])]:
 
-rule download:
-    output:
-        download_outputs(config["data_root"], "{dataset}"),
-    wildcard_constraints:
-        dataset="|".join(DATASETS),
-    params:
-        root=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/download_{dataset}.log",
-    shell:
-        "python -m lmcpipe download --dataset {wildcards.dataset} --root {params.root} > {log} 2>&1"
+    rule:
+        name:
+            f"download_{_dataset}"
+        output:
+            download_outputs(config["data_root"], _dataset),
+        params:
+            dataset=_dataset,
+            root=download_root,
+        conda:
+            "../envs/lmcpipe.yaml"
+        log:
+            f"logs/download_{_dataset}.log",
+        shell:
+            "python -m lmcpipe download --dataset {params.dataset} --root {params.root} > {log} 2>&1"

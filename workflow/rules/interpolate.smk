@@ -11,6 +11,15 @@ rule interpolate:
         interp=interp_hparams,
         code=codever.version("interpolate"),
     threads: threads_of
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -18,4 +27,5 @@ rule interpolate:
     shell:
         "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
         " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"

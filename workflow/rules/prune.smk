@@ -12,6 +12,15 @@ rule prune:
         fraction=lambda w: exp_of(w).prune.fraction,
         mask=mask_args,
         code=codever.version("prune"),
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -28,6 +37,15 @@ rule random_mask:
         paths.MASK.replace("{variant}", "randprune"),
     params:
         code=codever.version("random_mask"),
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:

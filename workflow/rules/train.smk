@@ -8,6 +8,15 @@ rule init:
     params:
         hp=train_hparams,
         code=codever.version("train"),
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -28,6 +37,15 @@ rule rewind:
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
     threads: threads_of
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -35,7 +53,8 @@ rule rewind:
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
         " --stop-step {wildcards.k} --order {params.order} --copy 1 --model-out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"
 
 
 rule dense:
@@ -49,6 +68,15 @@ rule dense:
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
     threads: threads_of
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -56,7 +84,8 @@ rule dense:
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
         " --order {params.order} --copy 1 --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
+        " --metrics-out {output.metrics} --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"
 
 
 rule retrain:
@@ -73,6 +102,15 @@ rule retrain:
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -81,7 +119,8 @@ rule retrain:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
         " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
         " --order {params.order} --copy 1 --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
+        " --metrics-out {output.metrics} --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"
 
 
 rule fork:
@@ -97,6 +136,15 @@ rule fork:
         mask=mask_args,
         code=codever.version("train"),
     threads: threads_of
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
     conda:
         "../envs/lmcpipe.yaml"
     log:
@@ -105,4 +153,5 @@ rule fork:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
         " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
         " --order {wildcards.order} --copy {wildcards.cp} --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads} > {log} 2>&1"
+        " --metrics-out {output.metrics} --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"

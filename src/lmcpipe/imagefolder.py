@@ -1,0 +1,138 @@
+"""ImageNet-style image folders (``<split>/<class>/<image>``) read once into a uint8 tensor.
+
+Every image is decoded with PIL, converted to RGB, resized so that its shorter side is ``size``
+(bilinear, PIL's antialiased filter) and center-cropped to ``size`` x ``size``. Classes are the
+sub-folders in sorted order; images within a class are taken in sorted file-name order. This is a
+one-time load (decoding runs on a thread pool; PIL releases the GIL): training augments the
+resulting tensor in batches (``lmcpipe.augment``), never per image.
+
+Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>`` (``locate``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lmcpipe import data as _data  # for DataError; see the note in ``cifar``
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
+FOLDER = "imagenet"
+SPLITS = ("train", "val")
+
+
+def locate(root: str | Path) -> Path | None:
+    """``<root>/imagenet`` when it has both a ``train`` and a ``val`` folder."""
+    directory = Path(root) / FOLDER
+    return directory if all((directory / s).is_dir() for s in SPLITS) else None
+
+
+def list_images(directory: str | Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files, their class indices and the sorted class names of a split folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise _data.DataError(f"{directory}: image folder missing (expected <class>/<image> "
+                              "sub-folders)")
+    classes = sorted(p.name for p in directory.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise _data.DataError(f"{directory}: no class folders (expected <class>/<image>)")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        images = sorted(p for p in (directory / name).iterdir()
+                        if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        if not images:
+            raise _data.DataError(f"{directory / name}: class folder holds no "
+                                  f"{'/'.join(EXTENSIONS)} images")
+        files += images
+        labels += [index] * len(images)
+    return files, labels, classes
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """One image as uint8 (size, size, 3): shorter side resized to ``size``, center crop."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            if w <= h:
+                new = (size, max(size, round(h * size / w)))
+            else:
+                new = (max(size, round(w * size / h)), size)
+            if new != (w, h):
+                img = img.resize(new, Image.Resampling.BILINEAR)
+            left, top = (new[0] - size) // 2, (new[1] - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            array = np.asarray(img, dtype=np.uint8)
+    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBomb...
+        raise _data.DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    return array
+
+
+def read_imagefolder(directory: str | Path, size: int, classes: list[str] | None = None,
+                     workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All images of a split folder as (uint8 (N, 3, size, size), int64 labels (N,), class names).
+
+    ``classes``: when given (e.g. the train split's names while reading val), the folder must have
+    exactly these classes, so that labels mean the same thing in both splits.
+    ``workers``: decoding threads (default: up to 8, bounded by the CPU count).
+    """
+    directory = Path(directory)
+    files, labels, names = list_images(directory)
+    if classes is not None and list(classes) != names:
+        extra, lacking = sorted(set(names) - set(classes)), sorted(set(classes) - set(names))
+        raise _data.DataError(f"{directory}: class folders differ from the expected classes "
+                              f"(extra: {extra[:5]}, missing: {lacking[:5]})")
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+
+    def fill(i: int) -> None:
+        out[i] = load_image(files[i], size)
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1:
+        for i in range(len(files)):
+            fill(i)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, range(len(files))))  # re-raises the first DataError
+    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(labels, dtype=torch.int64), names
+
+
+def write_imagefolder(root: str | Path, n_classes: int, per_class: int, size: int,
+                      seed: int = 0, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Write a tiny learnable ImageNet-style folder (for tests); returns ``root``.
+
+    ``root/<split>/n<class:08d>/<split>_<class>_<i>.JPEG|.png``: ``per_class`` images per class and
+    split, of varied sizes and aspect ratios (shorter side between ``size`` and ``2 * size``),
+    alternately real JPEG (RGB or grayscale) and PNG (RGB or RGBA) files. Each class has its own
+    mean colour plus noise, so the classes can be told apart after resizing and cropping.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, size=(n_classes, 3))
+    for split in splits:
+        for c in range(n_classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                short = int(rng.integers(size, 2 * size + 1))
+                long = int(rng.integers(short, 2 * short + 1))
+                h, w = (short, long) if i % 2 else (long, short)
+                pixels = colours[c] + rng.integers(-25, 26, size=(h, w, 3))
+                img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+                stem = folder / f"{split}_{c}_{i}"
+                if i % 4 == 0:
+                    img.save(stem.with_suffix(".JPEG"), "JPEG", quality=90)
+                elif i % 4 == 1:
+                    img.save(stem.with_suffix(".png"), "PNG")
+                elif i % 4 == 2:
+                    img.convert("L").save(stem.with_suffix(".jpg"), "JPEG", quality=90)
+                else:
+                    img.convert("RGBA").save(stem.with_suffix(".png"), "PNG")
+    return root
