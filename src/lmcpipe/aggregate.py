@@ -49,7 +49,8 @@ def tables(exp: Experiment) -> dict[str, pd.DataFrame]:
     for pair in plan.pairs(exp):
         ident = {"experiment": exp.name, "variant": pair.variant, "seed": pair.seed,
                  "rewind_step": pair.k, "level": pair.level,
-                 "density": _density(exp, pair.copy(1), densities), "order": pair.order}
+                 "density": _density(exp, pair.copy(1), densities), "order": pair.order,
+                 "bn_mode": exp.interp.bn_mode}
         path = pd.read_csv(plan.path_file(exp, pair))
         path_frames.append(path.assign(**ident))
         b = barrier(path).assign(**ident)
@@ -57,8 +58,8 @@ def tables(exp: Experiment) -> dict[str, pd.DataFrame]:
     run_cols = [*ID, "copy", "step", "train_loss", "train_error", "test_loss", "test_error"]
     return {
         "runs": pd.DataFrame(runs, columns=run_cols),
-        "paths": _frame(path_frames, [*ID, "alpha", "split", "loss", "error"]),
-        "instability": _frame(inst_frames, [*ID, "split", "barrier", "max_error",
+        "paths": _frame(path_frames, [*ID, "bn_mode", "alpha", "split", "loss", "error"]),
+        "instability": _frame(inst_frames, [*ID, "bn_mode", "split", "barrier", "max_error",
                                             "endpoint_error", "stable"]),
         "curves": _frame(curves, [*ID, "copy", "step", "split", "loss", "error"]),
     }
