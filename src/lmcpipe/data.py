@@ -123,7 +123,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    # a bytearray keeps the array writable, so torch.from_numpy can share its memory
+    data = np.frombuffer(bytearray(raw), dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise DataError(f"{path}: header says {shape} but holds {data.size} values")
     return data.reshape(shape)
