@@ -95,6 +95,9 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
             raise ConfigError(f"config key {where}.dataset: unknown dataset '{exp['dataset']}'")
         _to_iterations(exp)
         steps = exp["train"]["steps"]
+        if exp["train"]["image_size"] and DATASETS[exp["dataset"]].format != "imagefolder":
+            raise ConfigError(f"config key {where}.train.image_size: only for image folders, "
+                              f"not {exp['dataset']}")
         if steps < 1:
             raise ConfigError(f"config key {where}.train.steps: must be at least 1 iteration")
         for key, values in (("train.eval_steps", exp["train"]["eval_steps"]),

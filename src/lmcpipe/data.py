@@ -269,7 +269,7 @@ def _read_idx_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
             for k, a in arrays.items()}
 
 
-def _read_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
+def _read_splits(dataset: str, root: str | Path, size: int) -> dict[str, torch.Tensor]:
     """uint8 images (N, ...) and int64 labels of both splits, in the dataset's own format."""
     info = DATASETS[dataset]
     if info.format == "cifar":
@@ -282,24 +282,29 @@ def _read_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
         directory = imagefolder.locate(root)
         if directory is None:
             raise DataError(missing_message(dataset, root))
-        size = info.input_shape[-1]
         train_x, train_y, classes = imagefolder.read_imagefolder(directory / "train", size)
         test_x, test_y, _ = imagefolder.read_imagefolder(directory / "val", size, classes)
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     return _read_idx_splits(dataset, root)
 
 
-def load(dataset: str, root: str | Path, device: str | torch.device = "cpu") -> Data:
+def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
+         image_size: int = 0) -> Data:
     """Read a dataset into tensors on ``device``, normalised by the training pixels' statistics.
 
     MNIST-style and CIFAR data are held normalised in float32; ImageNet stays uint8 (a float copy
-    would not fit in memory) and ``Data.prepare`` normalises each batch.
+    would not fit in memory) and ``Data.prepare`` normalises each batch. ``image_size`` sets
+    the resolution ImageFolder images are stored and trained at (0: the dataset's nominal size).
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
     info = DATASETS[dataset]
-    raw = _read_splits(dataset, root)
     shape = info.input_shape
+    if image_size:
+        if info.format != "imagefolder":
+            raise DataError(f"image_size applies to image folders, not to '{dataset}'")
+        shape = (shape[0], image_size, image_size)
+    raw = _read_splits(dataset, root, shape[-1])
     for name in ("train", "test"):
         x = raw[f"{name}_x"]
         if tuple(x.shape[-2:]) != shape[-2:] or x.numel() // len(x) != math.prod(shape):

@@ -35,6 +35,7 @@ class TrainHParams:
     checkpoint_every: int = 0
     precision: str = "fp32"
     channels_last: bool = False
+    image_size: int = 0
 
     def lr_at(self, step: int) -> float:
         """Learning rate of iteration ``step`` (0-based): linear warmup, then the schedule.

@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> None:
     hp = from_json(TrainHParams, args.hparams)
     ip = from_json(InterpHParams, args.interp)
     device = pick_device(args.device)
-    dataset = data.load(hp.dataset, hp.data_root, device)
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     model, _ = load_model(hp, args.copy1)
     model.to(device)
     a = {k: v.to(device) for k, v in atomic.load_torch(args.copy1)["state_dict"].items()}

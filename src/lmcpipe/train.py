@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     hp = from_json(TrainHParams, args.hparams)
     device = pick_device(args.device)
-    dataset = data.load(hp.dataset, hp.data_root, device)
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     if args.reinit:
         model = models.build_initialised(hp.model, hp.dataset, "reinit", args.seed, args.start_step,
                                          args.level)
