@@ -5,7 +5,11 @@ Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
 * ``runs.csv`` — one row per trained copy: its identity, density and final train/test metrics;
 * ``paths.csv`` — one row per pair x alpha x split: loss and error along the interpolation path;
 * ``instability.csv`` — one row per pair x split: error barrier and whether it is stable;
-* ``curves.csv`` — one row per run x eval step x split: the training curves.
+* ``curves.csv`` — one row per run x eval step x split: the training curves;
+* ``summary.csv`` — one row per variant x rewind step x level: means, spreads, matching, stable
+  (``lmcpipe.summary.summarise``);
+* ``table2.csv`` — paper A's Table 2: accuracy at k = 0 of IMP, random pruning and random
+  reinit at the deepest level, with the dense accuracy and matching (also rendered as a figure).
 """
 
 from __future__ import annotations
@@ -77,7 +81,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from lmcpipe.figures_paper_a import table2_frame
+    from lmcpipe.summary import summarise
+
     exp = experiment_from_json(args.experiment)
-    for name, frame in tables(exp).items():
-        atomic.save_frame(frame, Path(args.out_dir) / f"{name}.csv")
+    out = Path(args.out_dir)
+    frames = tables(exp)
+    for name, frame in frames.items():
+        atomic.save_frame(frame, out / f"{name}.csv")
+    frames["summary"] = summarise(frames["runs"], frames["instability"], exp.interp.threshold)
+    atomic.save_frame(frames["summary"], out / "summary.csv")
+    frames["table2"] = table2_frame(out, exp.interp.threshold)
+    atomic.save_frame(frames["table2"], out / "table2.csv")
+    for name, frame in frames.items():
         print(f"{name}.csv: {len(frame)} rows")

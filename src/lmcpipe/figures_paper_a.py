@@ -4,20 +4,16 @@ Each ``plot_*`` has the signature of ``lmcpipe.figures.FIGURES`` (``(tables_dir,
 Figure``) and reuses that module's helpers and style; importing this module adds them to
 ``figures.FIGURES``:
 
-==================== ======= =================================================================
-name                 paper A shows
-==================== ======= =================================================================
-``control``          Fig 4   dense instability vs fork step k: copies trained T - k steps vs.
-                             copies trained T steps with schedule and data order restarted
-``interp_imp``       Fig 5   test error along the path at k = 0 of the deepest IMP level,
-                             random pruning / reinit there, and the dense network
-``table2``           Tab 2   accuracy at k = 0 of IMP / random pruning / reinit at the deepest
-                             level vs. dense; matching yes/no (a rendered table)
-``rewind_instability`` Fig 6 instability vs rewind step k at the deepest level
-``rewind_accuracy``  Fig 7   test accuracy vs rewind step k at the deepest level, dense band
-``sparsity_ranges``  Fig 9   median first stable / matching rewind step vs % weights
-                             remaining, ranges I/II/III shaded
-==================== ======= =================================================================
+* ``control`` (Fig 4): dense instability vs fork step k, copies trained the remaining T - k
+  steps vs. copies trained T steps with schedule and data order restarted;
+* ``interp_imp`` (Fig 5): test error along the path at k = 0 of the deepest IMP level, of random
+  pruning / reinit there, and of the dense network;
+* ``table2`` (Table 2): accuracy at k = 0 of IMP / random pruning / reinit at the deepest level
+  vs. dense, matching yes/no (a rendered table; ``table2_frame`` gives it as a DataFrame);
+* ``rewind_instability`` (Fig 6): instability vs rewind step k at the deepest level;
+* ``rewind_accuracy`` (Fig 7): test accuracy vs rewind step k there, dense accuracy as a band;
+* ``sparsity_ranges`` (Fig 9): median first stable / matching rewind step vs % weights
+  remaining, ranges I/II/III shaded.
 
 "Deepest level" is the largest pruning level of an IMP row in the table the figure reads. Every
 figure renders for small experiments too (one rewind step, no restart pairs, unpaired
@@ -38,7 +34,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.transforms import blended_transform_factory
+from matplotlib.ticker import FixedLocator, FuncFormatter
+from matplotlib.transforms import blended_transform_factory, offset_copy
 
 from lmcpipe import figures as base
 from lmcpipe import summary
@@ -64,15 +61,19 @@ def _deepest(df: pd.DataFrame) -> int:
     return int(imp["level"].max()) if not imp.empty else 0
 
 
-def _note(ax: plt.Axes, lines: Iterable[str], loc: str = "bottom") -> None:
-    """A small grey remark inside the axes saying what this experiment lacks."""
-    text = "\n".join(textwrap.fill(t, 60) for t in lines if t)
+def _note(ax: plt.Axes, lines: Iterable[str], loc: str = "side") -> None:
+    """A small grey remark saying what this experiment lacks.
+
+    ``side``: right of the axes, below an outside legend; ``center``: inside, for empty axes.
+    """
+    width = 44 if loc == "side" else 70
+    text = "\n".join(textwrap.fill(t, width) for t in lines if t)
     if not text:
         return
-    y, va = {"bottom": (0.03, "bottom"), "top": (0.97, "top"), "center": (0.5, "center")}[loc]
-    ax.text(0.5, y, text, transform=ax.transAxes, ha="center", va=va, fontsize=7,
-            color="0.25", style="italic", zorder=5,
-            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.8", alpha=0.9))
+    x, y, ha, va = (1.03, 0.0, "left", "bottom") if loc == "side" else (0.5, 0.5, "center",
+                                                                         "center")
+    ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=7, color="0.25",
+            style="italic", zorder=5)
 
 
 def _k_axis(ax: plt.Axes, ks: Iterable[float], label: str, axis: str = "x") -> None:
@@ -99,8 +100,9 @@ def _k_axis(ax: plt.Axes, ks: Iterable[float], label: str, axis: str = "x") -> N
 def _lineplot(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, key: str, label: str,
               dashes: bool = False) -> None:
     """One mean ± sd curve over the rows of ``df`` sharing an x, styled by ``key``."""
+    style = "bars" if df[x].nunique() == 1 else "band"  # a band of one point is invisible
     sns.lineplot(df, x=x, y=y, color=COLORS[key], marker=MARKERS[key], errorbar="sd",
-                 label=label, ax=ax, ls="--" if dashes else "-", markersize=5)
+                 err_style=style, label=label, ax=ax, ls="--" if dashes else "-", markersize=5)
 
 
 def _dense_band(ax: plt.Axes, mean: float, sd: float) -> tuple[object, str]:
@@ -177,8 +179,7 @@ def plot_control(tables_dir: Path, threshold: float) -> Figure:
         ax.get_legend().remove()
     _finish_legend(axes[0][-1], [thr])
     if restart.empty:
-        _note(axes[0][-1], ["no restart pairs in this experiment (instability.control: false)"],
-              loc="top")
+        _note(axes[0][-1], ["no restart pairs in this experiment (instability.control: false)"])
     fig.suptitle(base._title(df, "control: T − k steps vs. restarted schedule (dense)"))
     fig.tight_layout()
     return fig
@@ -217,7 +218,7 @@ def plot_interp_imp(tables_dir: Path, threshold: float) -> Figure:
     ax.set(xlabel=r"interpolation $\alpha$", ylabel="test error (%)", xlim=(0, 1),
            title=base._title(df, f"test error along the path, k=0, level {level}"))
     _finish_legend(ax)
-    _note(ax, notes, loc="top")
+    _note(ax, notes)
     fig.tight_layout()
     return fig
 
@@ -250,7 +251,8 @@ def table2_frame(tables_dir: Path, threshold: float = 0.02) -> pd.DataFrame:
         columns={"test_accuracy_mean": "accuracy_mean", "test_accuracy_std": "accuracy_std"})
     cols = ["experiment", "subnetwork", "variant", "rewind_step", "level", "density_pct", "n",
             "accuracy_mean", "accuracy_std", "dense_accuracy_mean", "dense_accuracy_std",
-            "accuracy_drop", "matching", "n_pairs", "test_barrier_mean", "stable"]
+            "accuracy_drop", "matching", "n_pairs", "test_barrier_mean", "test_barrier_std",
+            "stable"]
     return out[[c for c in cols if c in out.columns]]
 
 
@@ -273,7 +275,8 @@ def plot_table2(tables_dir: Path, threshold: float) -> Figure:
     for r in t.itertuples():
         drop = "–" if r.subnetwork == "dense" or pd.isna(r.accuracy_drop) \
             else f"{r.accuracy_drop:+.2f}"
-        barrier = "no pairs" if r.n_pairs == 0 else f"{100 * r.test_barrier_mean:.2f}"
+        barrier = ("no pairs" if r.n_pairs == 0
+                   else _pm(100 * r.test_barrier_mean, 100 * r.test_barrier_std))
         cells.append([r.subnetwork, f"{r.density_pct:.3g}%", _pm(r.accuracy_mean, r.accuracy_std),
                       drop, "–" if r.subnetwork == "dense" else _yes_no(r.matching), barrier,
                       _yes_no(r.stable)])
@@ -297,6 +300,8 @@ def plot_table2(tables_dir: Path, threshold: float) -> Figure:
                f"Matching: mean ≥ dense mean − dense sd = {d.dense_accuracy_mean - dense_sd:.2f}."
                f" Instability: mean test error barrier over pairs; stable if < "
                f"{100 * threshold:g}%.")
+    if int(t["level"].max()) == 0:
+        caption += " No pruned levels in this experiment (prune.levels: 0)."
     ax.text(0.5, 0.0, textwrap.fill(caption, 110), transform=ax.transAxes, ha="center",
             va="bottom", fontsize=7, color="0.25")
     ax.set_title(f"{', '.join(sorted(t['experiment'].astype(str).unique()))}: "
@@ -329,8 +334,9 @@ def _draw_by_key(ax: plt.Axes, df: pd.DataFrame, y: str) -> None:
     for key in ("dense", *VARIANTS):
         sub = df[df["key"] == key]
         if not sub.empty:
-            _lineplot(ax, sub, "rewind_step", y, key, _label(key, sub["density"].mean()),
-                      dashes=key == "dense")
+            label = ("dense, forked at k (100%)" if key == "dense"
+                     else _label(key, sub["density"].mean()))
+            _lineplot(ax, sub, "rewind_step", y, key, label, dashes=key == "dense")
 
 
 def plot_rewind_instability(tables_dir: Path, threshold: float) -> Figure:
@@ -357,7 +363,7 @@ def plot_rewind_instability(tables_dir: Path, threshold: float) -> Figure:
         ax.set(title=split, ylabel="instability: error barrier (%)")
         ax.get_legend().remove()
     _finish_legend(axes[0][-1], [thr])
-    _note(axes[0][-1], notes, loc="top")
+    _note(axes[0][-1], notes)
     fig.suptitle(base._title(df, f"instability vs. rewind step, level {level}"))
     fig.tight_layout()
     return fig
@@ -382,7 +388,7 @@ def plot_rewind_accuracy(tables_dir: Path, threshold: float) -> Figure:
     ax.set(ylabel="test accuracy (%)",
            title=base._title(runs, f"accuracy vs. rewind step, level {level}"))
     _finish_legend(ax, [band])
-    _note(ax, notes, loc="bottom")
+    _note(ax, notes)
     fig.tight_layout()
     return fig
 
@@ -407,7 +413,8 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
     its copy-1 test accuracy is less than 0.2 points below the dense mean (level 0, k = 0, over
     all replicates). Plotted is the median over replicates, "never" (at no tested k) counting
     as +inf: "never" markers sit above the tested k's when at least half the replicates never get
-    there. Random-pruning stability is absent without baseline pairs. Shaded ranges, from the
+    there (the four series are dodged by a few points vertically so coinciding medians stay
+    visible). Random-pruning stability is absent without baseline pairs. Shaded ranges, from the
     medians: **I** random pruning is also matching at some k; **II** only IMP is matching at some
     k; **III** neither is. Levels whose range needs a variant that was not run stay unshaded.
     """
@@ -455,9 +462,11 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
             continue
         ls = "-" if what == "stable" else "--"
         marker = "o" if what == "stable" else "s"
+        # dodge the series by a few points so coinciding medians stay visible
+        dodge = offset_copy(ax.transData, fig=fig, y=3.0 * (i - 1.5), units="points")
         finite = sub[np.isfinite(sub[col])]
         ax.plot(finite["pct"], finite[col], color=COLORS[v], ls=ls, marker=marker, ms=5,
-                lw=1.5, zorder=3)
+                lw=1.5, zorder=3, transform=dodge)
         never = sub[np.isinf(sub[col])]
         ax.plot(never["pct"], np.full(len(never), never0 * 1.35 ** i), ls="none",
                 marker=marker, ms=5, mfc="white", mec=COLORS[v], mew=1.3, zorder=3)
@@ -470,6 +479,9 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
     handles += [(Patch(color=RANGE_COLORS[r]), RANGE_LABELS[r]) for r in ("I", "II", "III")
                 if r in shown]
     base._sparsity_axis(ax)
+    if len(levels) <= 8:  # a tick per level
+        ax.xaxis.set_major_locator(FixedLocator(levels["pct"].to_numpy()))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
     _k_axis(ax, ks, "rewind step k (median over replicates)", axis="y")
     lin = min([k for k in ks if k > 0], default=1.0)
     ax.set_ylim(min(ks) - 0.3 * lin, never0 * 1.35 ** len(series) * 1.2)
@@ -488,7 +500,7 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
         notes.append("random pruning not run: ranges I/II undecided")
     elif (rp["n_pairs"] == 0).all():
         notes.append("random pruning has no pairs: its stability is not measured")
-    _note(ax, notes, loc="bottom")
+    _note(ax, notes)
     ax.set_title(title)
     ax.legend([h for h, _ in handles], [lab for _, lab in handles], loc="upper left",
               bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)

@@ -32,7 +32,7 @@ LOG = "logs/{exp}/{name}.log"
 
 MODEL = "model.pt"
 METRICS = "metrics.csv"
-TABLES = ("runs", "paths", "instability", "curves")
+TABLES = ("runs", "paths", "instability", "curves", "summary", "table2")
 FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
            "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
 

@@ -181,14 +181,10 @@ def sparsity_ranges(runs: pd.DataFrame, instability: pd.DataFrame, threshold: fl
                      "matching_k": _median(_first_k(frame, "matching"))})
     columns = [*exp, "variant", "level", "density", "n", "n_pairs", "stable_k", "matching_k"]
     out = pd.DataFrame(rows, columns=columns)
-    ranges = {}
-    for key, frame in out.groupby([*exp, "level"]):
+    out["range"] = pd.Series(None, index=out.index, dtype="object")
+    for _, frame in out.groupby([*exp, "level"]):
         m = dict(zip(frame["variant"], np.isfinite(frame["matching_k"]), strict=True))
-        ranges[key] = _classify(m.get("imp"), m.get("randprune"))
-    idx = list(zip(*[out[c] for c in [*exp, "level"]], strict=True))
-    if not exp:
-        idx = [i[0] for i in idx]
-    out["range"] = pd.Series([ranges.get(i) for i in idx], index=out.index, dtype="object")
+        out.loc[frame.index, "range"] = _classify(m.get("imp"), m.get("randprune"))
     return out.sort_values(["level", "variant"]).reset_index(drop=True)
 
 

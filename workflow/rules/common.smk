@@ -175,6 +175,23 @@ def runtime_of(wildcards, attempt):
     return attempt * resources_of(wildcards)["runtime_min"]
 
 
+def job_threads(wildcards):
+    """Threads of a training or interpolation job (`threads:` of the experiment)."""
+    return _serial_if_gpu(wildcards, exp_of(wildcards).threads)
+
+
+def aux_threads(wildcards):
+    """Threads of the small jobs that share a job group with training (init, masks)."""
+    return _serial_if_gpu(wildcards, 1)
+
+
+def _serial_if_gpu(wildcards, threads):
+    """In a GPU experiment every grouped job takes all --cores, so that a job group runs its jobs
+    one after another on its one GPU: Snakemake adds up the GPUs of jobs it would run side by
+    side (and the remote job that runs a group does not see --resources limits)."""
+    return max(threads, workflow.cores) if wants_gpu(wildcards) else threads
+
+
 def gpu_of(wildcards):
     """Resource gpu (sbatch --gpus=[model:]1) when the site asks for GPUs with --gpus."""
     return int(wants_gpu(wildcards) and config["cluster"]["gpu_flag"] == "gpus")

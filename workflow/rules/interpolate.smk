@@ -10,7 +10,7 @@ rule interpolate:
         hp=train_hparams,
         interp=interp_hparams,
         code=codever.version("interpolate"),
-    threads: threads_of
+    threads: job_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,

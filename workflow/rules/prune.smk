@@ -12,6 +12,7 @@ rule prune:
         fraction=lambda w: exp_of(w).prune.fraction,
         mask=mask_args,
         code=codever.version("prune"),
+    threads: aux_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,
@@ -37,6 +38,7 @@ rule random_mask:
         paths.MASK.replace("{variant}", "randprune"),
     params:
         code=codever.version("random_mask"),
+    threads: aux_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,

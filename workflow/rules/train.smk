@@ -8,6 +8,7 @@ rule init:
     params:
         hp=train_hparams,
         code=codever.version("train"),
+    threads: aux_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,
@@ -36,7 +37,7 @@ rule rewind:
         hp=train_hparams,
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
-    threads: threads_of
+    threads: job_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,
@@ -67,7 +68,7 @@ rule dense:
         hp=train_hparams,
         order=lambda w: exp_of(w).chain_order,
         code=codever.version("train"),
-    threads: threads_of
+    threads: job_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,
@@ -101,7 +102,7 @@ rule retrain:
         start_step=start_step,
         mask=mask_args,
         code=codever.version("train"),
-    threads: threads_of
+    threads: job_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,
@@ -135,7 +136,7 @@ rule fork:
         start_step=start_step,
         mask=mask_args,
         code=codever.version("train"),
-    threads: threads_of
+    threads: job_threads
     resources:
         mem_mb=mem_mb_of,
         runtime=runtime_of,

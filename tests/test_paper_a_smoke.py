@@ -1,0 +1,95 @@
+"""Paper A's networks at smoke scale: the whole DAG of every figure target, on CPU, for real.
+
+Tiny CIFAR-10 pickles and a tiny ImageFolder (real JPEG/PNG files) feed ResNet-20, VGG-16,
+ResNet-50 and Inception-v3 through every stage (rewind points, IMP, both baselines with pairs,
+the restarted-schedule control, interpolation with BatchNorm statistics recomputed, tables and all
+figures) in one Snakemake run. A few iterations each: this checks the plumbing, not the science.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lmcpipe import paths
+from lmcpipe.cifar import write_cifar
+from lmcpipe.imagefolder import write_imagefolder
+from tests.test_workflow import job_counts, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def smoke(model: str, dataset: str, full: bool = False, **train) -> dict:
+    """A few iterations of one init and one data order; ``full`` adds a second rewind step and
+    baseline pairs (the other networks run the same DAG shape with fewer jobs, to bound CI time).
+    """
+    return {
+        "model": model,
+        "dataset": dataset,
+        "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+                  "batch_size": 8, "steps": 4, "milestones": [3], "warmup_steps": 1,
+                  "eval_steps": [0, 4], "checkpoint_every": 0, **train},
+        "prune": {"fraction": 0.2, "levels": 1, "rewind_steps": [0, 2] if full else [0],
+                  "baseline_pairs": full},
+        "instability": {"fork_steps": [0, 2], "alphas": 3, "control": True,
+                        "bn_mode": "recompute", "bn_batches": 2},
+        "replicates": {"inits": [0], "orders": [0]},
+    }
+
+
+EXPERIMENTS = {
+    "resnet20": smoke("resnet20", "cifar10", full=True),
+    "vgg16": smoke("vgg16", "cifar10", precision="bf16", channels_last=True),
+    "resnet50": smoke("resnet50", "imagenet", image_size=64, eval_train_examples=16),
+    "inceptionv3": smoke("inceptionv3", "imagenet", image_size=80, eval_train_examples=16,
+                         schedule="linear", final_lr=0.001),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("paper_a")
+    rng = np.random.default_rng(0)
+    write_cifar(wd / "data" / "cifar10" / "cifar-10-batches-py",
+                rng.integers(0, 256, (48, 3, 32, 32), dtype=np.uint8),
+                rng.integers(0, 10, 48), 10, (32, 16))
+    write_imagefolder(wd / "data" / "imagenet", n_classes=3, per_class=4, size=96)
+    config = {"data_root": str(wd / "data"), "all": list(EXPERIMENTS),
+              "experiments": EXPERIMENTS}
+    result = snakemake(wd, config)
+    assert result.returncode == 0, result.stderr[-6000:]
+    (wd / "log.txt").write_text(result.stdout + result.stderr)
+    return wd, config
+
+
+def test_every_paper_a_figure_of_every_network_is_built(workdir):
+    wd, _ = workdir
+    for exp in EXPERIMENTS:
+        for name in paths.FIGURES:
+            pdf = wd / paths.figure(exp, name)
+            assert pdf.read_bytes()[:4] == b"%PDF", pdf
+
+
+def test_tables_hold_every_variant_and_the_control(workdir):
+    wd, _ = workdir
+    for exp in EXPERIMENTS:
+        full = EXPERIMENTS[exp]["prune"]["baseline_pairs"]
+        inst = pd.read_csv(wd / paths.table(exp, "instability"))
+        paired = {"imp", "randprune", "reinit", "restart"} if full else {"imp", "restart"}
+        assert set(inst["variant"]) == paired
+        assert set(inst["bn_mode"]) == {"recompute"}
+        assert set(inst.loc[inst["variant"] == "restart", "rewind_step"]) == {2}
+        runs = pd.read_csv(wd / paths.table(exp, "runs"))
+        assert set(runs["variant"]) == {"imp", "randprune", "reinit", "restart"}
+        assert set(runs.loc[runs["level"] == 1, "rewind_step"]) == ({0, 2} if full else {0})
+        assert runs["test_error"].between(0, 1).all()
+        table2 = pd.read_csv(wd / paths.table(exp, "table2"))
+        assert len(table2) == 4
+
+
+def test_rerun_has_nothing_to_do(workdir):
+    wd, config = workdir
+    again = snakemake(wd, yaml.safe_load(yaml.safe_dump(config)), "-n")
+    assert again.returncode == 0 and job_counts(again.stdout) == {}
