@@ -81,8 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from lmcpipe.figures_paper_a import table2_frame
-    from lmcpipe.summary import summarise
+    from lmcpipe.summary import summarise, table2
 
     exp = experiment_from_json(args.experiment)
     out = Path(args.out_dir)
@@ -91,7 +90,7 @@ def main(args: argparse.Namespace) -> None:
         atomic.save_frame(frame, out / f"{name}.csv")
     frames["summary"] = summarise(frames["runs"], frames["instability"], exp.interp.threshold)
     atomic.save_frame(frames["summary"], out / "summary.csv")
-    frames["table2"] = table2_frame(out, exp.interp.threshold)
+    frames["table2"] = table2(frames["runs"], frames["instability"], exp.interp.threshold)
     atomic.save_frame(frames["table2"], out / "table2.csv")
     for name, frame in frames.items():
         print(f"{name}.csv: {len(frame)} rows")

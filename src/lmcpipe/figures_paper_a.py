@@ -238,22 +238,7 @@ def table2_frame(tables_dir: Path, threshold: float = 0.02) -> pd.DataFrame:
     if runs.empty:
         raise ValueError(f"no runs in {path}")
     _dense_runs(runs[runs["copy"] == 1], path)
-    s = summary.summarise(runs, inst, threshold)
-    s = s[s["rewind_step"] == 0]
-    level = _deepest(runs[runs["rewind_step"] == 0])
-    dense = s[(s["variant"] == "imp") & (s["level"] == 0)].assign(subnetwork="dense")
-    rows = [dense]
-    if level > 0:
-        sub = s[(s["level"] == level) & s["variant"].isin(VARIANTS)]
-        rows.append(sub.assign(subnetwork=sub["variant"].map(base.VARIANT_LABELS)))
-    out = pd.concat(rows, ignore_index=True)
-    out = out.assign(density_pct=100 * out["density"]).rename(
-        columns={"test_accuracy_mean": "accuracy_mean", "test_accuracy_std": "accuracy_std"})
-    cols = ["experiment", "subnetwork", "variant", "rewind_step", "level", "density_pct", "n",
-            "accuracy_mean", "accuracy_std", "dense_accuracy_mean", "dense_accuracy_std",
-            "accuracy_drop", "matching", "n_pairs", "test_barrier_mean", "test_barrier_std",
-            "stable"]
-    return out[[c for c in cols if c in out.columns]]
+    return summary.table2(runs, inst, threshold)
 
 
 def _yes_no(value: object) -> str:

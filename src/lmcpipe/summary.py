@@ -197,3 +197,33 @@ def _classify(imp: bool | None, randprune: bool | None) -> str | None:
     if imp is None:
         return None
     return "II" if imp else "III"
+
+
+LABELS = {"imp": "IMP", "randprune": "random pruning", "reinit": "random reinit"}
+
+
+def table2(runs: pd.DataFrame, instability: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Paper A Table 2: accuracy at k = 0 of the deepest IMP level and its baselines vs dense.
+
+    Rows: the dense network (``subnetwork`` "dense", variant imp, level 0), then IMP, random
+    pruning and random reinit at the deepest IMP level at k = 0 (those that were run). Columns
+    come from ``summarise`` (accuracies in %, mean ± sd over copy-1 replicates; ``matching`` =
+    mean accuracy >= dense mean - dense sd; ``stable`` = mean test barrier < ``threshold``), plus
+    ``density_pct`` (% weights remaining).
+    """
+    s = summarise(runs, instability, threshold)
+    s = s[s["rewind_step"] == 0]
+    k0 = runs[(runs["rewind_step"] == 0) & (runs["variant"] == "imp")]
+    level = int(k0["level"].max()) if not k0.empty else 0
+    rows = [s[(s["variant"] == "imp") & (s["level"] == 0)].assign(subnetwork="dense")]
+    if level > 0:
+        sub = s[(s["level"] == level) & s["variant"].isin(list(LABELS))]
+        rows.append(sub.assign(subnetwork=sub["variant"].map(LABELS)))
+    out = pd.concat(rows, ignore_index=True)
+    out = out.assign(density_pct=100 * out["density"]).rename(
+        columns={"test_accuracy_mean": "accuracy_mean", "test_accuracy_std": "accuracy_std"})
+    cols = ["experiment", "subnetwork", "variant", "rewind_step", "level", "density_pct", "n",
+            "accuracy_mean", "accuracy_std", "dense_accuracy_mean", "dense_accuracy_std",
+            "accuracy_drop", "matching", "n_pairs", "test_barrier_mean", "test_barrier_std",
+            "stable"]
+    return out[[c for c in cols if c in out.columns]]

@@ -5,6 +5,8 @@ for _dataset in [name for name in DATASETS if download_targets(name, config["dat
     rule:
         name:
             f"download_{_dataset}"
+        # where Snakemake runs (a cluster's login node): it found the network answering there
+        localrule: True
         output:
             download_outputs(config["data_root"], _dataset),
         params:
