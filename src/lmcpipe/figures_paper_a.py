@@ -1,4 +1,4 @@
-"""Paper A's figures beyond Figs 2/3 and the sparsity sweep: Fig 4, Fig 5, Table 2, Figs 6/7, 9.
+"""Paper A's figures beyond Figs 2/3 and the sparsity sweep: Fig 4, Fig 5, Table 2, Figs 6/7.
 
 Each ``plot_*`` has the signature of ``lmcpipe.figures.FIGURES`` (``(tables_dir, threshold) ->
 Figure``) and reuses that module's helpers and style; importing this module adds them to
@@ -12,8 +12,7 @@ Figure``) and reuses that module's helpers and style; importing this module adds
   vs. dense, matching yes/no (a rendered table; ``table2_frame`` gives it as a DataFrame);
 * ``rewind_instability`` (Fig 6): instability vs rewind step k at the deepest level;
 * ``rewind_accuracy`` (Fig 7): test accuracy vs rewind step k there, dense accuracy as a band;
-* ``sparsity_ranges`` (Fig 9): median first stable / matching rewind step vs % weights
-  remaining, ranges I/II/III shaded.
+* Fig 9 (``sparsity_ranges``) lives in ``lmcpipe.figures_ranges``.
 
 "Deepest level" is the largest pruning level of an IMP row in the table the figure reads. Every
 figure renders for small experiments too (one rewind step, no restart pairs, unpaired
@@ -28,14 +27,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter
-from matplotlib.transforms import blended_transform_factory, offset_copy
 
 from lmcpipe import figures as base
 from lmcpipe import summary
@@ -43,9 +38,6 @@ from lmcpipe import summary
 VARIANTS = ("imp", "randprune", "reinit")
 COLORS = {"imp": "C0", "randprune": "C1", "reinit": "C2", "restart": "C3", "dense": "0.35"}
 MARKERS = {"imp": "o", "randprune": "s", "reinit": "^", "restart": "D", "dense": "X"}
-RANGE_COLORS = {"I": "#cfe8cf", "II": "#fde4bd", "III": "#e6e6e6"}
-RANGE_LABELS = {"I": "I: random pruning also matching", "II": "II: only IMP matching",
-                "III": "III: neither matching"}
 ID = ["experiment", "variant", "rewind_step", "level", "density"]
 NO_BASELINE_PAIRS = "no random pruning / reinit pairs (prune.baseline_pairs: false)"
 
@@ -378,127 +370,11 @@ def plot_rewind_accuracy(tables_dir: Path, threshold: float) -> Figure:
     return fig
 
 
-# --- Fig 9: sparsity ranges -------------------------------------------------------------------
-def _spans(pct: np.ndarray) -> list[tuple[float, float]]:
-    """x extent (log-midpoints to the neighbours) of each level's point, ``pct`` descending."""
-    logs = np.log(pct)
-    mids = (logs[1:] + logs[:-1]) / 2
-    step = (logs[0] - logs[-1]) / max(len(logs) - 1, 1) or np.log(1.25)
-    edges = np.concatenate([[logs[0] + step / 2], mids, [logs[-1] - step / 2]])
-    return [(float(np.exp(edges[i])), float(np.exp(edges[i + 1]))) for i in range(len(pct))]
-
-
-def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
-    """Paper A Fig 9: from which rewind step subnetworks are stable and matching, per sparsity.
-
-    Definitions (``summary.sparsity_ranges``; accuracy tolerance 0.2 points): for each pruned
-    level (x = % weights remaining) and each of IMP and random pruning, each replicate (init
-    seed, data order) has a *first stable k* — the smallest rewind step k at which its pair's
-    test error barrier is < ``threshold`` — and a *first matching k* — the smallest k at which
-    its copy-1 test accuracy is less than 0.2 points below the dense mean (level 0, k = 0, over
-    all replicates). Plotted is the median over replicates, "never" (at no tested k) counting
-    as +inf: "never" markers sit above the tested k's when at least half the replicates never get
-    there (the four series are dodged by a few points vertically so coinciding medians stay
-    visible). Random-pruning stability is absent without baseline pairs. Shaded ranges, from the
-    medians: **I** random pruning is also matching at some k; **II** only IMP is matching at some
-    k; **III** neither is. Levels whose range needs a variant that was not run stay unshaded.
-    """
-    runs, rpath = base._read(tables_dir, "runs", [*ID, "seed", "order", "copy", "test_error"])
-    inst, _ = base._read(tables_dir, "instability", [*ID, "seed", "order", "split", "barrier"])
-    if runs.empty:
-        raise ValueError(f"no runs in {rpath}")
-    _dense_runs(runs[runs["copy"] == 1], rpath)
-    tol = summary.MATCHING_TOLERANCE
-    s = summary.sparsity_ranges(runs, inst, threshold, tol)
-    fig, ax = plt.subplots(figsize=(base.WIDTH + 1.0, 3.8))
-    title = base._title(runs, "rewind step from which subnetworks are stable / matching")
-    if s.empty:
-        ax.set(xticks=[], yticks=[], title=title)
-        _note(ax, ["no pruned levels in this experiment (prune.levels: 0): nothing to show"],
-              loc="center")
-        fig.tight_layout()
-        return fig
-    pruned = runs[(runs["level"] >= 1) & runs["variant"].isin(summary.RANGE_VARIANTS)]
-    ks = sorted(set(pruned["rewind_step"]))
-    top = max(max(ks), min([k for k in ks if k > 0], default=1.0))
-    never0 = 3.0 * top  # "never" markers above every tested k
-    levels = (s.groupby("level").agg(pct=("density", "mean"), range=("range", "first"))
-              .assign(pct=lambda d: 100 * d["pct"]).sort_values("pct", ascending=False))
-    trans = blended_transform_factory(ax.transData, ax.transAxes)
-    shown = []
-    prev = None
-    for (lo_hi, (rng, pct)) in zip(_spans(levels["pct"].to_numpy()),
-                                   zip(levels["range"], levels["pct"], strict=True),
-                                   strict=True):
-        if isinstance(rng, str):
-            ax.axvspan(*lo_hi, color=RANGE_COLORS[rng], lw=0, zorder=0)
-            if rng != prev:
-                ax.text(pct, 0.98, rng, transform=trans, ha="center", va="top",
-                        fontsize=8, weight="bold", color="0.3")
-            shown.append(rng)
-        prev = rng
-    series = [(v, what, col) for v in summary.RANGE_VARIANTS
-              for what, col in (("stable", "stable_k"), ("matching", "matching_k"))]
-    handles = []
-    for i, (v, what, col) in enumerate(series):
-        sub = s[s["variant"] == v].assign(pct=lambda d: 100 * d["density"])
-        sub = sub.sort_values("pct", ascending=False)
-        if sub[col].isna().all():
-            continue
-        ls = "-" if what == "stable" else "--"
-        marker = "o" if what == "stable" else "s"
-        # dodge the series by a few points so coinciding medians stay visible
-        dodge = offset_copy(ax.transData, fig=fig, y=3.0 * (i - 1.5), units="points")
-        finite = sub[np.isfinite(sub[col])]
-        ax.plot(finite["pct"], finite[col], color=COLORS[v], ls=ls, marker=marker, ms=5,
-                lw=1.5, zorder=3, transform=dodge)
-        never = sub[np.isinf(sub[col])]
-        ax.plot(never["pct"], np.full(len(never), never0 * 1.35 ** i), ls="none",
-                marker=marker, ms=5, mfc="white", mec=COLORS[v], mew=1.3, zorder=3)
-        crit = (f"test barrier < {100 * threshold:g}%" if what == "stable"
-                else f"drop < {100 * tol:g} points")
-        handles.append((Line2D([], [], color=COLORS[v], ls=ls, marker=marker, ms=5),
-                        f"{base.VARIANT_LABELS[v]}: {what} ({crit})"))
-    handles.append((Line2D([], [], ls="none", marker="o", ms=5, mfc="white", mec="0.3"),
-                    "never (at no tested k)"))
-    handles += [(Patch(color=RANGE_COLORS[r]), RANGE_LABELS[r]) for r in ("I", "II", "III")
-                if r in shown]
-    base._sparsity_axis(ax)
-    if len(levels) <= 8:  # a tick per level
-        ax.xaxis.set_major_locator(FixedLocator(levels["pct"].to_numpy()))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
-    _k_axis(ax, ks, "rewind step k (median over replicates)", axis="y")
-    lin = min([k for k in ks if k > 0], default=1.0)
-    ax.set_ylim(min(ks) - 0.3 * lin, never0 * 1.35 ** len(series) * 1.2)
-    ax.axhline(np.sqrt(top * never0), color="0.6", lw=0.8, ls=":", zorder=1)
-    ticks = [*ks, never0 * 1.35 ** 1.5] if len(ks) <= 10 else list(ax.get_yticks())
-    labels = [f"{k:g}" for k in ks] + ["never"] if len(ks) <= 10 else None
-    if labels:
-        ax.set_yticks(ticks, labels)
-    ax.grid(axis="y", which="minor", visible=False)
-    notes = []
-    if len(ks) == 1:
-        notes.append(f"only k = {ks[0]:g} tested (prune.rewind_steps): 'never' = not at k = "
-                     f"{ks[0]:g}")
-    rp = s[s["variant"] == "randprune"]
-    if rp.empty:
-        notes.append("random pruning not run: ranges I/II undecided")
-    elif (rp["n_pairs"] == 0).all():
-        notes.append("random pruning has no pairs: its stability is not measured")
-    _note(ax, notes)
-    ax.set_title(title)
-    ax.legend([h for h, _ in handles], [lab for _, lab in handles], loc="upper left",
-              bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 FIGURES: dict[str, Callable[[Path, float], Figure]] = {
     "control": plot_control,
     "interp_imp": plot_interp_imp,
     "table2": plot_table2,
     "rewind_instability": plot_rewind_instability,
     "rewind_accuracy": plot_rewind_accuracy,
-    "sparsity_ranges": plot_sparsity_ranges,
 }
 base.FIGURES.update(FIGURES)

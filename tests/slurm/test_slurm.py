@@ -148,8 +148,8 @@ def test_cluster_results_match_a_local_run(runs):
     models = sorted(p.relative_to(local) for p in (local / "results" / "tiny").rglob("model.pt"))
     assert len(models) == len(cluster)
     for model in models:
-        a = torch.load(wd / model, weights_only=False)["state_dict"]
-        b = torch.load(local / model, weights_only=False)["state_dict"]
+        a = torch.load(wd / model, weights_only=True)["state_dict"]
+        b = torch.load(local / model, weights_only=True)["state_dict"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
     # the GPU experiment ran on the CPU (no CUDA device behind the stand-in GPU): same numbers
     gpu = pd.read_csv(wd / paths.table("tiny_gpu", "runs"))
