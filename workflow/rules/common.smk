@@ -53,10 +53,6 @@ def interp_hparams(wildcards):
     return quoted(to_json(exp_of(wildcards).interp))
 
 
-def threads_of(wildcards):
-    return exp_of(wildcards).threads
-
-
 def dataset_files(wildcards):
     """The dataset's IDX files as inputs; a missing dataset stops the run before any job."""
     hp = exp_of(wildcards).train
