@@ -16,7 +16,7 @@ SMOKE = {
     "resnet20": ((3, 32, 32), 10),
     "vgg16": ((3, 32, 32), 10),
     "resnet50": ((3, 64, 64), 1000),
-    "inceptionv3": ((3, 80, 80), 1000),  # Inception-v3 needs >= 75x75
+    "inceptionv3": ((3, 80, 80), 1000),  # Inception-v3 needs >= 75x75 (299 for the aux head)
 }
 # name -> (expected parameter count, relative tolerance); the paper's Table 1 unless noted
 PARAMS = {
@@ -24,7 +24,7 @@ PARAMS = {
     "resnet20": (272_000, 0.01),
     "vgg16": (14_700_000, 0.02),
     "resnet50": (25_500_000, 0.01),
-    "inceptionv3": (23_800_000, 0.03),  # without the aux head (paper: 27.1 M with it)
+    "inceptionv3": (23_800_000, 0.03),  # below 299 px: no aux head (27.16 M with it)
 }
 # name -> the weights IMP must not prune
 EXCLUDED = {
@@ -119,10 +119,24 @@ def test_resnet50_prunes_downsample_convs(built):
     assert "net.layer1.0.downsample.0.weight" in names and names[-1] == "net.fc.weight"
 
 
-def test_inception_has_no_aux_head(built):
-    model = built["inceptionv3"]
-    assert model.net.AuxLogits is None
-    assert not any("AuxLogits" in n for n, _ in model.named_parameters())
+def test_inception_aux_head_at_full_size_enters_the_training_loss_only(built):
+    assert built["inceptionv3"].net.AuxLogits is None  # 80x80: too small for the aux head
+    model = REGISTRY["inceptionv3"](input_shape=(3, 299, 299), num_classes=10)
+    assert param_count(REGISTRY["inceptionv3"]()) == 27_161_264  # paper A: 27.1 M
+    assert any(n.startswith("net.AuxLogits.") for n in model.prunable_names())
+    x, y = torch.randn(BATCH, 3, 299, 299), torch.randint(10, (BATCH,))
+    torch.manual_seed(0)  # same dropout draws for both passes
+    model.train()
+    loss = model.training_loss(x, y)
+    torch.manual_seed(0)
+    out = model.net(x)
+    main = nn.functional.cross_entropy(out.logits, y)
+    aux = nn.functional.cross_entropy(out.aux_logits, y)
+    assert torch.allclose(loss, main + 0.4 * aux)
+    assert model(x).shape == (BATCH, 10)  # forward gives the main logits in train mode too
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.training_loss(x, y), nn.functional.cross_entropy(model(x), y))
 
 
 @pytest.mark.parametrize("name", list(SMOKE))

@@ -132,7 +132,7 @@ def train(
         if augment:
             xb = augment(xb, order, copy, step)
         with autocast(hp, device):
-            loss = nn.functional.cross_entropy(model(xb), y[idx])
+            loss = model.training_loss(xb, y[idx])
         model.zero_grad(set_to_none=True)
         loss.backward()
         if masked:

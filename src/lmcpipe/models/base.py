@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -22,3 +23,8 @@ class PrunableModel(nn.Module):
                 if name not in self.excluded:
                     names.append(name)
         return names
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss the training loop minimises (cross-entropy of the output; a network with an
+        auxiliary head, Inception-v3, adds that head's term)."""
+        return nn.functional.cross_entropy(self(x), y)

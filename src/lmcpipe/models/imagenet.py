@@ -6,7 +6,8 @@ re-initialises every conv/linear/BatchNorm module with ``lmcpipe.models.initiali
 
 Both accept ``input_shape`` and ``num_classes`` like the other registered models. An input with
 other than 3 channels gets a fresh stem conv of the same geometry; the spatial size is free for
-ResNet-50 (global average pool) and must be at least 75x75 for Inception-v3.
+ResNet-50 (global average pool) and must be at least 75x75 for Inception-v3 (299x299 for its
+auxiliary head).
 
 torchvision is imported inside the constructors so that importing the model registry stays cheap.
 """
@@ -41,18 +42,22 @@ class ResNet50(PrunableModel):
 
 
 class InceptionV3(PrunableModel):
-    """torchvision's Inception-v3 without the auxiliary classifier.
+    """torchvision's Inception-v3 with its auxiliary classifier (27.2 M parameters at 1000 classes).
 
-    Built with ``aux_logits=False``: the auxiliary head is neither built nor trained, so the
-    model has 23.8 M parameters at 1000 classes where paper A's 27.1 M counts the aux head.
-    ``transform_input=False`` (inputs are normalised by the data pipeline) and torchvision's
-    default dropout (p = 0.5) before the output layer. IMP prunes every conv and linear weight,
-    the output layer included: nothing is excluded (open_lth has no Inception-v3, so this is
-    lmcpipe's choice, consistent with the ResNets).
+    The auxiliary head is trained as in the reference recipe: training loss = CE(logits) +
+    0.4 * CE(aux logits) (``training_loss``); evaluation and interpolation use the main logits
+    only. The head needs the 17x17 Mixed_6e map of a 299x299 input (5x5 pool, stride 3, then a
+    5x5 conv), so it is built only for inputs of at least 299 px; smaller inputs (smoke scale,
+    >= 75 px) get the network without it. ``transform_input=False`` (inputs are normalised by
+    the data pipeline) and torchvision's default dropout (p = 0.5) before the output layer.
+    IMP prunes every conv and linear weight, the output layers included: nothing is excluded
+    (open_lth has no Inception-v3, so this is lmcpipe's choice, consistent with the ResNets).
     """
 
     excluded: tuple[str, ...] = ()
     min_size = 75
+    aux_min_size = 299
+    aux_weight = 0.4
 
     def __init__(self, input_shape: tuple[int, ...] = (3, 299, 299), num_classes: int = 1000):
         super().__init__()
@@ -66,7 +71,7 @@ class InceptionV3(PrunableModel):
         self.net = inception_v3(
             weights=None,
             num_classes=num_classes,
-            aux_logits=False,
+            aux_logits=min(input_shape[1:]) >= self.aux_min_size,
             transform_input=False,
             init_weights=False,
         )
@@ -75,5 +80,12 @@ class InceptionV3(PrunableModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
-        # torchvision returns a namedtuple only when scripted or with aux logits; be safe anyway
+        # in train mode torchvision returns (logits, aux_logits); the main logits are the output
         return out.logits if hasattr(out, "logits") else out
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if not hasattr(out, "aux_logits"):  # eval mode: no aux head output
+            return nn.functional.cross_entropy(out, y)
+        return (nn.functional.cross_entropy(out.logits, y)
+                + self.aux_weight * nn.functional.cross_entropy(out.aux_logits, y))
