@@ -10,6 +10,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/interpolate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/analyses.smk"
 
 
 rule all:

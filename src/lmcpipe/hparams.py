@@ -74,6 +74,20 @@ class InterpHParams:
 
 
 @dataclass(frozen=True)
+class AnalysisHParams:
+    """Papers B and C analyses of the IMP chains (all off by default)."""
+
+    successive: bool = False
+    rounds: bool = False
+    histogram_bins: int = 60
+    curvature: bool = False
+    curvature_examples: int = 1000
+    lanczos_iters: int = 30
+    trace_samples: int = 20
+    matching_tolerance: float = 0.002
+
+
+@dataclass(frozen=True)
 class Experiment:
     """One named experiment of ``config.yaml``."""
 
@@ -86,6 +100,7 @@ class Experiment:
     fork_steps: tuple[int, ...]
     threads: int = 1
     control: bool = False
+    analyses: AnalysisHParams = AnalysisHParams()
 
     @property
     def chain_order(self) -> int:
@@ -118,6 +133,7 @@ def experiment_from_config(name: str, exp: dict[str, Any], data_root: str) -> Ex
         fork_steps=tuple(exp["instability"]["fork_steps"]),
         threads=exp.get("threads", 1),
         control=exp["instability"].get("control", False),
+        analyses=_coerce(AnalysisHParams, exp.get("analyses", {})),
     )
 
 
@@ -131,6 +147,7 @@ def from_json(cls: type, text: str) -> Any:
 
 
 __all__ = [
+    "AnalysisHParams",
     "Experiment",
     "InterpHParams",
     "PruneHParams",
@@ -154,4 +171,5 @@ def experiment_from_json(text: str) -> Experiment:
         fork_steps=tuple(d["fork_steps"]),
         threads=d["threads"],
         control=d.get("control", False),
+        analyses=_coerce(AnalysisHParams, d.get("analyses", {})),
     )

@@ -27,12 +27,23 @@ RETRAIN = LEVEL + "/retrain"
 FORK = LEVEL + "/d{order}c{cp}"
 PATH = LEVEL + "/d{order}/path.csv"
 TABLE = RESULTS + "/tables/{exp}/{table}.csv"
+# papers B and C: analyses of one IMP chain (init seed x rewind step k)
+CHAIN = RESULTS + "/{exp}/s{seed}/k{k}/chain"
+SUCCESSIVE = CHAIN + "/successive_L{level}.csv"  # path between levels L and L + 1
+ROUNDS = CHAIN + "/rounds"  # directory of the chain's angles/thresholds/... tables
+CURVATURE = CHAIN + "/curvature_L{level}.csv"
 FIGURE = RESULTS + "/figures/{figure}_{exp}.pdf"
 LOG = "logs/{exp}/{name}.log"
 
 MODEL = "model.pt"
 METRICS = "metrics.csv"
 TABLES = ("runs", "paths", "instability", "curves", "summary", "table2")
+ROUND_TABLES = ("angles", "thresholds", "histograms", "small_weights")
+# experiment table -> analysis switch (AnalysisHParams field) that produces it
+ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
+                   **{t: "rounds" for t in ROUND_TABLES}}
+# papers B/C figures are named after their table
+ANALYSIS_FIGURES = tuple(ANALYSIS_TABLES)
 FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
            "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
 
@@ -89,3 +100,15 @@ def table(exp: str, name: str) -> str:
 
 def figure(exp: str, name: str) -> str:
     return FIGURE.format(exp=exp, figure=name)
+
+
+def successive(exp: str, seed: int, k: int, lvl: int) -> str:
+    return SUCCESSIVE.format(exp=exp, seed=seed, k=k, level=lvl)
+
+
+def rounds_table(exp: str, seed: int, k: int, name: str) -> str:
+    return ROUNDS.format(exp=exp, seed=seed, k=k) + f"/{name}.csv"
+
+
+def curvature(exp: str, seed: int, k: int, lvl: int) -> str:
+    return CURVATURE.format(exp=exp, seed=seed, k=k, level=lvl)

@@ -72,3 +72,34 @@ def runs(exp: Experiment) -> list[Run]:
 
 def path_file(exp: Experiment, pair: Pair) -> str:
     return paths.path(exp.name, pair.seed, pair.k, pair.variant, pair.level, pair.order)
+
+
+def chains(exp: Experiment) -> list[tuple[int, int]]:
+    """(init seed, rewind step k) of every IMP chain: what papers B and C analyse."""
+    return [(s, k) for s in exp.inits for k in exp.prune.rewind_steps]
+
+
+def chain_models(exp: Experiment, seed: int, k: int) -> list[str]:
+    """θ_0 … θ_N of a chain: the dense network, then each level's IMP retrain run."""
+    return [paths.chain_model(exp.name, seed, k, lvl, exp.chain_order)
+            for lvl in range(exp.prune.levels + 1)]
+
+
+def chain_masks(exp: Experiment, seed: int, k: int) -> list[str]:
+    """m_1 … m_N of a chain."""
+    return [paths.MASK.format(exp=exp.name, seed=seed, k=k, variant="imp", level=lvl)
+            for lvl in range(1, exp.prune.levels + 1)]
+
+
+def analysis_inputs(exp: Experiment, table: str) -> list[str]:
+    """The per-chain files an experiment-level papers B/C table is assembled from."""
+    out: list[str] = []
+    for s, k in chains(exp):
+        if table == "successive":
+            out += [paths.successive(exp.name, s, k, lvl) for lvl in range(exp.prune.levels)]
+            out += chain_masks(exp, s, k)
+        elif table == "curvature":
+            out += [paths.curvature(exp.name, s, k, lvl) for lvl in range(exp.prune.levels + 1)]
+        else:
+            out.append(paths.rounds_table(exp.name, s, k, table))
+    return out

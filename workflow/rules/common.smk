@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shlex
 import sys
@@ -8,7 +9,7 @@ from snakemake.logging import logger
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate
 from lmcpipe.data import DATASETS, download_targets, find, missing_message, network_answers
-from lmcpipe.hparams import to_json
+from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
     EXPERIMENTS = validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
@@ -130,7 +131,53 @@ def experiment_inputs(exp):
 
 
 def all_targets(names):
-    return [paths.figure(n, f) for n in names for f in paths.FIGURES]
+    """Paper-A figures of each experiment, and the papers B/C figures it switches on."""
+    out = []
+    for n in names:
+        out += [paths.figure(n, f) for f in paths.FIGURES]
+        out += [paths.figure(n, f) for f in enabled_analyses(EXPERIMENTS[n])]
+    return out
+
+
+def without_analyses(exp):
+    """The experiment as paper A's tables see it: switching papers B/C analyses on or off does
+    not rerun them."""
+    return dataclasses.replace(exp, analyses=AnalysisHParams())
+
+
+def enabled_analyses(exp):
+    """Papers B/C tables (= figures) whose analysis the experiment switches on."""
+    return [t for t, switch in paths.ANALYSIS_TABLES.items() if getattr(exp.analyses, switch)]
+
+
+def successive_inputs(wildcards):
+    """θ_L and θ_{L+1} of a chain (copy1 and copy2 of the path) and the data."""
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    seed = wildcards.seed
+    return {"copy1": paths.chain_model(exp.name, seed, k, level, exp.chain_order),
+            "copy2": paths.chain_model(exp.name, seed, k, level + 1, exp.chain_order),
+            "data": dataset_files(wildcards)}
+
+
+def successive_group(wildcards):
+    """The path between levels L and L + 1 runs in level L + 1's job group."""
+    return f"{wildcards.exp}_s{wildcards.seed}_k{wildcards.k}_L{int(wildcards.level) + 1}"
+
+
+def rounds_inputs(wildcards):
+    exp, seed, k = exp_of(wildcards), int(wildcards.seed), int(wildcards.k)
+    return {"rewind": paths.rewind(exp.name, seed, k), "models": plan.chain_models(exp, seed, k),
+            "masks": plan.chain_masks(exp, seed, k)}
+
+
+def curvature_inputs(wildcards):
+    """θ_L and m_L of a chain, and the data."""
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    inputs = {"model": paths.chain_model(exp.name, wildcards.seed, k, level, exp.chain_order),
+              "data": dataset_files(wildcards)}
+    if level:
+        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level)
+    return inputs
 
 
 def prune_inputs(wildcards):

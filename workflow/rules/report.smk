@@ -12,7 +12,7 @@ rule aggregate:
     output:
         [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
     params:
-        exp=lambda w: quoted(to_json(exp_of(w))),
+        exp=lambda w: quoted(to_json(without_analyses(exp_of(w)))),
         out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
         code=codever.version("aggregate"),
     conda:

@@ -1,0 +1,130 @@
+# Papers B and C: analyses of each IMP chain (init seed x rewind step k), switched on per
+# experiment under `analyses:`. Each writes per-chain files, assembled into one table per
+# analysis (results/tables/<exp>/<table>.csv) and one figure per table.
+
+
+localrules:
+    rounds,
+    aggregate_analysis,
+    figure_analysis,
+
+
+rule successive:
+    input:
+        unpack(successive_inputs),
+    output:
+        paths.SUCCESSIVE,
+    params:
+        hp=train_hparams,
+        interp=interp_hparams,
+        code=codever.version("interpolate"),
+    threads: job_threads
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        successive_group
+    conda:
+        "../envs/lmcpipe.yaml"
+    log:
+        "logs/{exp}/s{seed}/k{k}/chain/successive_L{level}.log",
+    shell:
+        "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
+        " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
+        " --threads {threads}"
+        " --device {resources.device} > {log} 2>&1"
+
+
+rule rounds:
+    input:
+        unpack(rounds_inputs),
+    output:
+        [f"{paths.ROUNDS}/{t}.csv" for t in paths.ROUND_TABLES],
+    params:
+        fraction=lambda w: exp_of(w).prune.fraction,
+        bins=lambda w: exp_of(w).analyses.histogram_bins,
+        out=lambda w: paths.ROUNDS.format(**w),
+        code=codever.version("chain"),
+    conda:
+        "../envs/lmcpipe.yaml"
+    log:
+        "logs/{exp}/s{seed}/k{k}/chain/rounds.log",
+    shell:
+        "python -m lmcpipe rounds --rewind {input.rewind} --models {input.models}"
+        " --masks {input.masks} --fraction {params.fraction} --bins {params.bins}"
+        " --out-dir {params.out} > {log} 2>&1"
+
+
+rule curvature:
+    input:
+        unpack(curvature_inputs),
+    output:
+        paths.CURVATURE,
+    params:
+        hp=train_hparams,
+        analyses=lambda w: quoted(to_json(exp_of(w).analyses)),
+        fraction=lambda w: exp_of(w).prune.fraction,
+        mask=mask_args,
+        code=codever.version("chain"),
+    threads: job_threads
+    resources:
+        mem_mb=mem_mb_of,
+        runtime=runtime_of,
+        gpu=gpu_of,
+        gpu_model=gpu_model_of,
+        gres=gres_of,
+        device=device_of,
+    group:
+        group_of
+    conda:
+        "../envs/lmcpipe.yaml"
+    log:
+        "logs/{exp}/s{seed}/k{k}/chain/curvature_L{level}.log",
+    shell:
+        "python -m lmcpipe curvature --hparams {params.hp} --analyses {params.analyses}"
+        " --model {input.model} {params.mask} --fraction {params.fraction}"
+        " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level} --out {output}"
+        " --threads {threads} --device {resources.device} > {log} 2>&1"
+
+
+rule aggregate_analysis:
+    input:
+        lambda w: plan.analysis_inputs(exp_of(w), w.table),
+    output:
+        paths.TABLE,
+    wildcard_constraints:
+        table="|".join(paths.ANALYSIS_TABLES),
+    params:
+        exp=lambda w: quoted(to_json(exp_of(w))),
+        code=codever.version("analysis_tables"),
+    conda:
+        "../envs/lmcpipe.yaml"
+    log:
+        "logs/{exp}/table_{table}.log",
+    shell:
+        "python -m lmcpipe aggregate-analysis --experiment {params.exp} --table {wildcards.table}"
+        " --out {output} > {log} 2>&1"
+
+
+rule figure_analysis:
+    input:
+        lambda w: paths.table(w.exp, w.figure),
+    output:
+        paths.FIGURE,
+    wildcard_constraints:
+        figure="|".join(paths.ANALYSIS_FIGURES),
+    params:
+        tables=lambda w, input: input[0].rsplit("/", 1)[0],
+        threshold=lambda w: exp_of(w).interp.threshold,
+        code=codever.version("figures"),
+    conda:
+        "../envs/lmcpipe.yaml"
+    log:
+        "logs/{exp}/figure_{figure}.log",
+    shell:
+        "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
+        " --threshold {params.threshold} --out {output} > {log} 2>&1"
