@@ -3,7 +3,8 @@
 Tables (one row per item, identified by experiment, seed and rewind_step; column meanings in
 ``results/README.md``): ``successive`` (barrier between the level-L and level-(L+1) IMP
 solutions, with matching), ``angles``, ``thresholds``, ``histograms``, ``small_weights`` (from
-``lmcpipe rounds``) and ``curvature`` (from ``lmcpipe curvature``).
+``lmcpipe rounds``), ``curvature`` (from ``lmcpipe curvature``), and the probes ``perturb`` and
+``oneshot`` (``lmcpipe.probes``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,78 @@ def successive_table(exp: Experiment) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUCCESSIVE_COLUMNS)
 
 
+PERTURB_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density", "scale", "distance",
+                   "noise_norm", "split", "barrier", "max_error", "endpoint_error", "error",
+                   "error_ref", "dense_error", "matching", "matching_ref", "bn_mode"]
+ONESHOT_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density_source", "method",
+                   "steps", "fraction", "density", "split", "barrier", "max_error",
+                   "endpoint_error", "error", "error_source", "imp_error", "dense_error",
+                   "matching", "connected", "bn_mode"]
+
+
+def final_errors(metrics_file: str) -> dict[str, float]:
+    """{split: error} at the last step of a run's metrics."""
+    m = pd.read_csv(metrics_file)
+    return m[m["step"] == m["step"].max()].set_index("split")["error"].to_dict()
+
+
+def _probe_rows(exp: Experiment, kind: str):
+    """(probe, barrier row, probe error, reference error, dense error, split) per probe/split."""
+    for p in plan.probes(exp, kind):
+        path = pd.read_csv(f"{p.dir(exp)}/path.csv")
+        ends = path.sort_values("alpha").groupby("split")["error"]
+        err_probe, err_ref = ends.last(), ends.first()  # alpha 1 = the probe run
+        dense = final_errors(plan.chain_metrics(exp, p.seed, p.k, 0))
+        for b in barrier(path).itertuples():
+            yield p, b, err_probe[b.split], err_ref[b.split], dense[b.split]
+
+
+def perturb_table(exp: Experiment) -> pd.DataFrame:
+    """Paper C §3.2: barrier between the perturbed and the unperturbed level-(L+1) solutions."""
+    tol, rows = exp.analyses.matching_tolerance, []
+    for p, b, err, ref, dense in _probe_rows(exp, "perturb"):
+        start = atomic.load_torch(f"{p.dir(exp)}/start.pt")
+        rows.append({
+            "experiment": exp.name, "seed": p.seed, "rewind_step": p.k, "level": p.level,
+            "density": _densities(exp, p.seed, p.k)[p.level + 1], "scale": p.scale,
+            "distance": start["distance"], "noise_norm": start["noise_norm"], "split": b.split,
+            "barrier": b.barrier, "max_error": b.max_error, "endpoint_error": b.endpoint_error,
+            "error": err, "error_ref": ref, "dense_error": dense, "matching": err <= dense + tol,
+            "matching_ref": ref <= dense + tol, "bn_mode": exp.interp.bn_mode,
+        })
+    return pd.DataFrame(rows, columns=PERTURB_COLUMNS)
+
+
+def oneshot_table(exp: Experiment) -> pd.DataFrame:
+    """Paper C §3.3: one-shot pruning from θ_L — matching, and connected to θ_L (barrier below
+    ``instability.threshold``); ``imp_error`` is the chain's level L+j error where it exists."""
+    tol, thr, rows = exp.analyses.matching_tolerance, exp.interp.threshold, []
+    for p, b, err, source, dense in _probe_rows(exp, "oneshot"):
+        mask = atomic.load_torch(f"{p.dir(exp)}/mask.pt")
+        deeper = p.level + p.steps
+        imp = (final_errors(plan.chain_metrics(exp, p.seed, p.k, deeper))[b.split]
+               if deeper <= exp.prune.levels else float("nan"))
+        rows.append({
+            "experiment": exp.name, "seed": p.seed, "rewind_step": p.k, "level": p.level,
+            "density_source": _densities(exp, p.seed, p.k)[p.level], "method": p.method,
+            "steps": p.steps, "fraction": float(mask["fraction"]),
+            "density": float(mask["density"]), "split": b.split, "barrier": b.barrier,
+            "max_error": b.max_error, "endpoint_error": b.endpoint_error, "error": err,
+            "error_source": source, "imp_error": imp, "dense_error": dense,
+            "matching": err <= dense + tol, "connected": b.barrier <= thr,
+            "bn_mode": exp.interp.bn_mode,
+        })
+    return pd.DataFrame(rows, columns=ONESHOT_COLUMNS)
+
+
 def analysis_table(exp: Experiment, table: str) -> pd.DataFrame:
     """The experiment-level table ``table`` (one of ``paths.ANALYSIS_TABLES``)."""
     if table == "successive":
         return successive_table(exp)
+    if table == "perturb":
+        return perturb_table(exp)
+    if table == "oneshot":
+        return oneshot_table(exp)
     if table not in paths.ANALYSIS_TABLES:
         raise ValueError(f"unknown analysis table '{table}'")
     frames = []

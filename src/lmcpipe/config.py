@@ -109,6 +109,15 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
             if late:
                 raise ConfigError(f"config key {where}.{key}: {late[0]} is beyond "
                                   f"train.steps = {steps}")
+        levels = exp["prune"]["levels"]
+        for key in ("perturb_levels", "oneshot_levels"):
+            late = [lvl for lvl in exp["analyses"][key] if lvl >= levels]
+            if late:
+                raise ConfigError(f"config key {where}.analyses.{key}: level {late[0]} has no "
+                                  f"successor (prune.levels = {levels})")
+        if levels < 1 and any(exp["analyses"][key] for key in (
+                "successive", "rounds", "perturb_scales", "oneshot_steps")):
+            raise ConfigError(f"config key {where}.analyses: needs prune.levels >= 1")
         experiments[name] = experiment_from_config(name, exp, data_root)
     config.setdefault("all", list(experiments))
     for name in config["all"]:

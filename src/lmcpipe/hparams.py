@@ -85,6 +85,15 @@ class AnalysisHParams:
     lanczos_iters: int = 30
     trace_samples: int = 20
     matching_tolerance: float = 0.002
+    perturb_scales: tuple[float, ...] = ()
+    perturb_levels: tuple[int, ...] = ()
+    oneshot_steps: int = 0
+    oneshot_levels: tuple[int, ...] = ()
+    oneshot_methods: tuple[str, ...] = ("magnitude", "random")
+
+    def levels(self, which: tuple[int, ...], chain_levels: int) -> list[int]:
+        """Levels L (with a successor L + 1) a probe runs from: ``which``, or all when empty."""
+        return sorted(which) if which else list(range(chain_levels))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ CHAIN = RESULTS + "/{exp}/s{seed}/k{k}/chain"
 SUCCESSIVE = CHAIN + "/successive_L{level}.csv"  # path between levels L and L + 1
 ROUNDS = CHAIN + "/rounds"  # directory of the chain's angles/thresholds/... tables
 CURVATURE = CHAIN + "/curvature_L{level}.csv"
+# paper C probes: extra runs from level L of a chain; arm = "c<scale>" (perturb) or
+# "<method><j>" (oneshot: j IMP steps' worth pruned at once by magnitude or at random)
+PROBES = ("perturb", "oneshot")
+PROBE = RESULTS + "/{exp}/s{seed}/k{k}/{probe}/L{level}/{arm}"
+PROBE_START = PROBE + "/start.pt"
+PROBE_MASK = PROBE + "/mask.pt"
+PROBE_PATH = PROBE + "/path.csv"
 FIGURE = RESULTS + "/figures/{figure}_{exp}.pdf"
 LOG = "logs/{exp}/{name}.log"
 
@@ -41,9 +48,11 @@ TABLES = ("runs", "paths", "instability", "curves", "summary", "table2")
 ROUND_TABLES = ("angles", "thresholds", "histograms", "small_weights")
 # experiment table -> analysis switch (AnalysisHParams field) that produces it
 ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
-                   **{t: "rounds" for t in ROUND_TABLES}}
-# papers B/C figures are named after their table
-ANALYSIS_FIGURES = tuple(ANALYSIS_TABLES)
+                   **{t: "rounds" for t in ROUND_TABLES},
+                   "perturb": "perturb_scales", "oneshot": "oneshot_steps"}
+# papers B/C figure -> the tables it reads (the first one required, the others if switched on)
+ANALYSIS_FIGURES = {**{t: (t,) for t in ANALYSIS_TABLES if t != "oneshot"},
+                    "max_prune": ("oneshot", "curvature")}
 FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
            "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
 
@@ -112,3 +121,16 @@ def rounds_table(exp: str, seed: int, k: int, name: str) -> str:
 
 def curvature(exp: str, seed: int, k: int, lvl: int) -> str:
     return CURVATURE.format(exp=exp, seed=seed, k=k, level=lvl)
+
+
+def perturb_arm(scale: float) -> str:
+    return f"c{scale:g}"
+
+
+def oneshot_arm(method: str, steps: int) -> str:
+    return f"{method}{steps}"
+
+
+def probe(exp: str, seed: int, k: int, kind: str, lvl: int, arm: str) -> str:
+    """Directory of one probe run (start/mask, model.pt, metrics.csv, path.csv)."""
+    return PROBE.format(exp=exp, seed=seed, k=k, probe=kind, level=lvl, arm=arm)

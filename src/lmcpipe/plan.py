@@ -91,9 +91,54 @@ def chain_masks(exp: Experiment, seed: int, k: int) -> list[str]:
             for lvl in range(1, exp.prune.levels + 1)]
 
 
+@dataclass(frozen=True, order=True)
+class Probe:
+    """One paper C probe run from level ``level`` of the chain (seed, k)."""
+
+    seed: int
+    k: int
+    kind: str
+    level: int
+    arm: str
+    scale: float = 0.0
+    method: str = ""
+    steps: int = 0
+
+    def dir(self, exp: Experiment) -> str:
+        return paths.probe(exp.name, self.seed, self.k, self.kind, self.level, self.arm)
+
+
+def probes(exp: Experiment, kind: str) -> list[Probe]:
+    """The perturbation or one-shot probe runs an experiment's ``analyses`` ask for."""
+    a, n = exp.analyses, exp.prune.levels
+    out = []
+    for s, k in chains(exp):
+        if kind == "perturb":
+            out += [Probe(s, k, kind, lvl, paths.perturb_arm(c), scale=c)
+                    for lvl in a.levels(a.perturb_levels, n) for c in a.perturb_scales]
+        else:
+            out += [Probe(s, k, kind, lvl, paths.oneshot_arm(m, j), method=m, steps=j)
+                    for lvl in a.levels(a.oneshot_levels, n) for m in a.oneshot_methods
+                    for j in range(1, a.oneshot_steps + 1)]
+    return out
+
+
+def chain_metrics(exp: Experiment, seed: int, k: int, lvl: int) -> str:
+    return paths.chain_model(exp.name, seed, k, lvl, exp.chain_order).rsplit("/", 1)[0] \
+        + "/" + paths.METRICS
+
+
 def analysis_inputs(exp: Experiment, table: str) -> list[str]:
     """The per-chain files an experiment-level papers B/C table is assembled from."""
     out: list[str] = []
+    if table in paths.PROBES:
+        for p in probes(exp, table):
+            out += [f"{p.dir(exp)}/path.csv", f"{p.dir(exp)}/{paths.METRICS}"]
+            out.append(f"{p.dir(exp)}/start.pt" if table == "perturb" else f"{p.dir(exp)}/mask.pt")
+        for s, k in chains(exp):
+            out += chain_masks(exp, s, k)
+            out += [chain_metrics(exp, s, k, lvl) for lvl in range(exp.prune.levels + 1)]
+        return out
     for s, k in chains(exp):
         if table == "successive":
             out += [paths.successive(exp.name, s, k, lvl) for lvl in range(exp.prune.levels)]

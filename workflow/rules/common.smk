@@ -35,6 +35,8 @@ wildcard_constraints:
     order=r"\d+",
     cp="[12]",
     variant="|".join(paths.VARIANTS),
+    probe="|".join(paths.PROBES),
+    arm=r"c[0-9.e+-]+|(magnitude|random)\d+",
 
 
 def exp_of(wildcards):
@@ -145,9 +147,67 @@ def without_analyses(exp):
     return dataclasses.replace(exp, analyses=AnalysisHParams())
 
 
-def enabled_analyses(exp):
-    """Papers B/C tables (= figures) whose analysis the experiment switches on."""
+def enabled_tables(exp):
+    """Papers B/C tables whose analysis the experiment switches on."""
     return [t for t, switch in paths.ANALYSIS_TABLES.items() if getattr(exp.analyses, switch)]
+
+
+def enabled_analyses(exp):
+    """Papers B/C figures of the experiment: those whose first (required) table is on."""
+    on = enabled_tables(exp)
+    return [f for f, tables in paths.ANALYSIS_FIGURES.items() if tables[0] in on]
+
+
+def figure_tables(wildcards):
+    """The tables a papers B/C figure reads: its own, and optional ones that are switched on."""
+    exp = exp_of(wildcards)
+    first, *optional = paths.ANALYSIS_FIGURES[wildcards.figure]
+    on = enabled_tables(exp)
+    return [paths.table(exp.name, t) for t in [first, *[t for t in optional if t in on]]]
+
+
+def probe_group(wildcards):
+    """Probe runs from level L join level L + 1's job group (they need θ_L and m_(L+1))."""
+    return f"{wildcards.exp}_s{wildcards.seed}_k{wildcards.k}_L{int(wildcards.level) + 1}"
+
+
+def perturb_start_inputs(wildcards):
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    inputs = {"rewind": paths.rewind(exp.name, wildcards.seed, k),
+              "mask_next": paths.mask(exp.name, wildcards.seed, k, "imp", level + 1)}
+    if level:
+        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level)
+    return inputs
+
+
+def oneshot_mask_inputs(wildcards):
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    inputs = {"model": paths.chain_model(exp.name, wildcards.seed, k, level, exp.chain_order)}
+    if level:
+        inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level)
+    return inputs
+
+
+def probe_train_inputs(wildcards):
+    """Perturb: the perturbed start and m_(L+1); oneshot: W_k and the one-shot mask."""
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    here = paths.probe(exp.name, wildcards.seed, k, wildcards.probe, level, wildcards.arm)
+    if wildcards.probe == "perturb":
+        inputs = {"start": f"{here}/start.pt",
+                  "mask": paths.mask(exp.name, wildcards.seed, k, "imp", level + 1)}
+    else:
+        inputs = {"start": paths.rewind(exp.name, wildcards.seed, k), "mask": f"{here}/mask.pt"}
+    return {**inputs, "data": dataset_files(wildcards)}
+
+
+def probe_path_inputs(wildcards):
+    """The probe run (copy1) and its reference (copy2): θ_(L+1) for perturb, θ_L for oneshot."""
+    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
+    here = paths.probe(exp.name, wildcards.seed, k, wildcards.probe, level, wildcards.arm)
+    ref = level + 1 if wildcards.probe == "perturb" else level
+    return {"copy1": f"{here}/{paths.MODEL}",
+            "copy2": paths.chain_model(exp.name, wildcards.seed, k, ref, exp.chain_order),
+            "data": dataset_files(wildcards)}
 
 
 def successive_inputs(wildcards):

@@ -1,0 +1,114 @@
+"""Stages that probe an IMP chain with extra training runs (paper C, §3.2 and §3.3).
+
+``perturb`` (§3.2, robustness): the pruned rewind point of level L+1, W_k ⊙ m_{L+1}, moved
+inside the mask by noise of norm c · d_L, where d_L = ‖W_k ⊙ (m_L − m_{L+1})‖ is the distance
+between the successive pruned rewind points. The run trained from it (mask m_{L+1}, same data
+order as the chain) is compared with the unperturbed level-(L+1) solution by the error barrier
+between them. lmcpipe's definition: the noise direction is Gaussian, drawn once per (seed, k, L),
+restricted to m_{L+1} and scaled to each c, so the scales of one level differ only in size.
+
+``oneshot`` (§3.3, the maximal pruning ratio): from the level-L solution θ_L, prune in one shot
+the fraction p_j = 1 − (1 − f)^j of the remaining weights (j IMP steps' worth) by magnitude of
+θ_L or uniformly at random over the remaining weights, rewind to W_k, retrain (the chain's data
+order), and ask whether the result is matching and linearly connected to θ_L. The largest such
+p is p*. At j = 1, magnitude pruning reproduces the chain's own level L+1; at j = 2 it is the
+"re-pruning without retraining" control of the new-small-weights question (the mask two levels
+deeper taken from θ_L's magnitudes instead of θ_{L+1}'s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from lmcpipe import atomic, masks
+from lmcpipe.chain import random_removal
+from lmcpipe.seeds import generator
+
+METHODS = ("magnitude", "random")
+
+
+def perturbed_start(rewind: dict[str, torch.Tensor], names: list[str], mask_l: masks.Mask,
+                    mask_next: masks.Mask, scale: float, *seed_parts: object
+                    ) -> tuple[dict[str, torch.Tensor], float, float]:
+    """(state dict of the perturbed start, d_L, noise norm) for scale c = ``scale``."""
+    distance = float(torch.sqrt(sum(
+        ((rewind[n].double() * (mask_l[n].double() - mask_next[n].double())) ** 2).sum()
+        for n in names)))
+    gen = generator("perturb", *seed_parts)
+    noise = {n: torch.randn(rewind[n].shape, generator=gen, dtype=torch.float64)
+             * mask_next[n] for n in names}
+    norm = float(torch.sqrt(sum((v ** 2).sum() for v in noise.values())))
+    factor = scale * distance / norm if norm > 0 else 0.0
+    out = dict(rewind)
+    for n in names:
+        out[n] = (rewind[n].double() * mask_next[n] + factor * noise[n]).to(rewind[n].dtype)
+    return out, distance, scale * distance
+
+
+def oneshot_fraction(fraction: float, steps: int) -> float:
+    """p_j = 1 − (1 − f)^j: one-shot pruning worth j IMP steps of fraction f."""
+    return 1 - (1 - fraction) ** steps
+
+
+def oneshot_mask(theta: dict[str, torch.Tensor], mask: masks.Mask | None, fraction: float,
+                 method: str, *seed_parts: object) -> masks.Mask:
+    """Prune ``fraction`` of the weights ``mask`` keeps, by magnitude of ``theta`` or at random
+    (the same count, uniform over the kept weights of the whole network)."""
+    mask = mask if mask is not None else masks.ones_like(theta)
+    if method == "magnitude":
+        return masks.magnitude_prune(theta, mask, fraction)
+    if method != "random":
+        raise ValueError(f"unknown one-shot pruning method '{method}' (use {METHODS})")
+    count = math.ceil(fraction * sum(int(m.sum()) for m in mask.values()))  # as magnitude
+    removed = random_removal(mask, count, "oneshot-random", *seed_parts)
+    return {n: mask[n] & ~removed[n] for n in mask}
+
+
+# --- CLI -------------------------------------------------------------------------------------
+def add_perturb_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rewind", required=True, help="rewind point W_k")
+    p.add_argument("--mask", help="m_L (omit at level 0)")
+    p.add_argument("--mask-next", required=True, help="m_{L+1}")
+    p.add_argument("--scale", type=float, required=True, help="c: noise norm in units of d_L")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--level", type=int, required=True, help="L")
+    p.add_argument("--out", required=True)
+
+
+def perturb_main(args: argparse.Namespace) -> None:
+    record = atomic.load_torch(args.rewind)
+    names = record["prunable"]
+    state = record["state_dict"]
+    mask_next = masks.load(args.mask_next)
+    mask_l = masks.load(args.mask) or masks.ones_like({n: state[n] for n in names})
+    start, distance, norm = perturbed_start(state, names, mask_l, mask_next, args.scale,
+                                            args.seed, args.k, args.level)
+    atomic.save_torch({**record, "state_dict": start, "distance": distance, "noise_norm": norm},
+                      args.out)
+    print(f"d_L {distance:.6g}, noise norm {norm:.6g}")
+
+
+def add_oneshot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="θ_L")
+    p.add_argument("--mask", help="m_L (omit at level 0)")
+    p.add_argument("--fraction", type=float, required=True, help="f, per IMP step")
+    p.add_argument("--steps", type=int, required=True, help="j: IMP steps pruned in one shot")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--level", type=int, required=True, help="L")
+    p.add_argument("--out", required=True)
+
+
+def oneshot_main(args: argparse.Namespace) -> None:
+    record = atomic.load_torch(args.model)
+    theta = {n: record["state_dict"][n] for n in record["prunable"]}
+    p = oneshot_fraction(args.fraction, args.steps)
+    mask = oneshot_mask(theta, masks.load(args.mask), p, args.method, args.seed, args.k,
+                        args.level, args.steps)
+    masks.save(mask, args.out, level=args.level, steps=args.steps, fraction=p)
+    print(f"{args.method} one-shot p = {p:.4f}: density {masks.density(mask):.6f}")
