@@ -11,6 +11,7 @@ include: "workflow/rules/prune.smk"
 include: "workflow/rules/interpolate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/analyses.smk"
+include: "workflow/rules/sweeps.smk"
 
 
 rule all:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -389,3 +390,44 @@ def test_train_cli_reinit_start(data_root, tmp_path):
     assert state_equal(w, expected)
     assert not state_equal(w, init(4).state_dict())
     assert not Path(tmp_path / "metrics.csv").exists()
+
+
+# --- paper B's repellent / attractive loss -------------------------------------------------
+def _cos2(model, ref, mask) -> float:
+    names = model.prunable_names()
+    a = torch.cat([model.get_parameter(n).detach().flatten() for n in names])
+    b = torch.cat([(ref[n] * mask[n]).flatten() for n in names])
+    return float((a @ b / (a.norm() * b.norm())) ** 2)
+
+
+def test_repulsion_term_is_the_mean_squared_cosine(data_root):
+    model = init(0)
+    refs = [state(init(1)), state(init(2))]
+    mask = imp_mask(model, levels=1)
+    term = train.repulsion(2.0, model, refs, mask)
+    with torch.no_grad():
+        for n in mask:
+            model.get_parameter(n).mul_(mask[n])
+    expected = 2.0 * (_cos2(model, refs[0], mask) + _cos2(model, refs[1], mask)) / 2
+    assert float(term()) == pytest.approx(expected, rel=1e-5)
+    term().backward()  # differentiable in the weights
+    assert model.get_parameter(model.prunable_names()[0]).grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("lam, direction", [(50.0, "repel"), (-50.0, "attract")])
+def test_repellent_and_attractive_loss_move_away_from_or_towards_the_reference(
+        data_root, dataset, lam, direction):
+    hp = tiny_hparams(data_root)
+    ref = state(init(3))
+    mask = imp_mask(init(0), levels=1)
+    plain, _ = run(hp, dataset, mask=mask, references=[ref])  # repel_lambda 0: no term
+    moved, _ = run(dataclasses.replace(hp, repel_lambda=lam), dataset, mask=mask,
+                   references=[ref])
+    net = init(0)
+    net.load_state_dict(plain)
+    c_plain = _cos2(net, ref, mask)
+    net.load_state_dict(moved)
+    c_moved = _cos2(net, ref, mask)
+    assert (c_moved < c_plain) if direction == "repel" else (c_moved > c_plain)
+    for n in mask:  # pruned weights stay zero under the extra term too
+        assert torch.all(moved[n][~mask[n]] == 0)

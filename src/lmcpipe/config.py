@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,66 @@ def _to_iterations(exp: dict[str, Any]) -> None:
             exp[section][key] = iterations(value, per_epoch)
 
 
-def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Experiment]:
-    """Fill defaults into ``config`` in place, check it, and return its experiments."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+SWEEP_SHORT = {"batch_size": "bs", "warmup_steps": "wu", "lr": "lr", "weight_decay": "wd",
+               "momentum": "mom", "repel_lambda": "rl"}
+
+
+def member_name(sweep: str, values: dict[str, Any]) -> str:
+    """Experiment name of one sweep combination, e.g. ``paperb_bs512_wu10ep``."""
+    parts = [f"{SWEEP_SHORT[k]}{str(v).replace('-', 'm').replace('.', 'p')}"
+             for k, v in values.items()]
+    return "_".join([sweep, *parts])
+
+
+def _expand_sweeps(config: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Replace each experiment with a ``sweep`` by one experiment per combination (in place).
+
+    Returns {sweep name: {member name: {train key: value}}} in the config's order.
+    """
+    sweeps: dict[str, dict[str, dict[str, Any]]] = {}
+    expanded: dict[str, Any] = {}
+    for name, exp in config["experiments"].items():
+        grid = exp.pop("sweep", {}) if isinstance(exp, dict) else {}
+        if not grid:
+            expanded[name] = exp
+            continue
+        sweeps[name] = {}
+        for combo in itertools.product(*grid.values()):
+            values = dict(zip(grid, combo, strict=True))
+            member = copy.deepcopy(exp)
+            member["train"].update(values)
+            member_key = member_name(name, values)
+            if member_key in config["experiments"] or member_key in expanded:
+                raise ConfigError(f"config key experiments.{name}.sweep: member {member_key} "
+                                  "clashes with another experiment")
+            expanded[member_key] = member
+            sweeps[name][member_key] = values
+    config["experiments"] = expanded
+    return sweeps
+
+
+def _schema_check(validator, config: dict[str, Any], note: str = "") -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}")
+        raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}{note}")
+
+
+def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Experiment]:
+    """Fill defaults into ``config`` in place, check it, and return its experiments (sweeps
+    expanded into their members; see ``validate_with_sweeps``)."""
+    return validate_with_sweeps(config, schema_path)[0]
+
+
+def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEMA
+                         ) -> tuple[dict[str, Experiment], dict[str, dict[str, dict[str, Any]]]]:
+    """``validate``, and the sweeps: {sweep: {member experiment: {train key: value}}}."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _schema_check(validator, config)
+    sweeps = _expand_sweeps(config)
+    if sweeps:  # the swept values themselves
+        _schema_check(validator, config, " (a value of a sweep)")
     experiments = {}
     data_root = config["data_root"]
     for name in config["experiments"]:
@@ -119,11 +172,12 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
                 "successive", "rounds", "perturb_scales", "oneshot_steps")):
             raise ConfigError(f"config key {where}.analyses: needs prune.levels >= 1")
         experiments[name] = experiment_from_config(name, exp, data_root)
-    config.setdefault("all", list(experiments))
+    config.setdefault("all", [n for n in experiments if not any(n in m for m in sweeps.values())]
+                      + list(sweeps))
     for name in config["all"]:
-        if name not in experiments:
-            raise ConfigError(f"config key all: unknown experiment '{name}'")
-    return experiments
+        if name not in experiments and name not in sweeps:
+            raise ConfigError(f"config key all: unknown experiment or sweep '{name}'")
+    return experiments, sweeps
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

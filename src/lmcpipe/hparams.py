@@ -36,6 +36,7 @@ class TrainHParams:
     precision: str = "fp32"
     channels_last: bool = False
     image_size: int = 0
+    repel_lambda: float = 0.0
 
     def lr_at(self, step: int) -> float:
         """Learning rate of iteration ``step`` (0-based): linear warmup, then the schedule.

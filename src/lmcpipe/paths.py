@@ -26,7 +26,8 @@ MASK = LEVEL + "/mask.pt"
 RETRAIN = LEVEL + "/retrain"
 FORK = LEVEL + "/d{order}c{cp}"
 PATH = LEVEL + "/d{order}/path.csv"
-TABLE = RESULTS + "/tables/{exp}/{table}.csv"
+TABLES_ROOT = RESULTS + "/tables"
+TABLE = TABLES_ROOT + "/{exp}/{table}.csv"
 # papers B and C: analyses of one IMP chain (init seed x rewind step k)
 CHAIN = RESULTS + "/{exp}/s{seed}/k{k}/chain"
 SUCCESSIVE = CHAIN + "/successive_L{level}.csv"  # path between levels L and L + 1
@@ -53,6 +54,11 @@ ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
 # papers B/C figure -> the tables it reads (the first one required, the others if switched on)
 ANALYSIS_FIGURES = {**{t: (t,) for t in ANALYSIS_TABLES if t != "oneshot"},
                     "max_prune": ("oneshot", "curvature")}
+# paper B sweeps (one experiment per combination): tables and figures under the sweep's name
+SWEEP_TABLES = ("sweep_runs", "sweep_instability")
+SWEEP_FIGURES = ("sweep_accuracy", "sweep_instability")
+SWEEP_TABLE = RESULTS + "/tables/{sweep}/{table}.csv"
+SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
 FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
            "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
 

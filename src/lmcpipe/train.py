@@ -59,6 +59,35 @@ def autocast(hp: TrainHParams, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
 
 
+def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch.Tensor]],
+              mask: masks.Mask | None):
+    """Paper B's repellent (λ > 0) / attractive (λ < 0) term J_r = (λ/|Θ|) Σ cos²(θ⊙m, θ_r⊙m)
+    over the earlier rounds' optima θ_r, as a function of the current weights.
+
+    θ and θ_r are the prunable weights flattened together, m the run's mask (pruned weights of
+    θ are zero already); cos² is invariant to the references' scale, so they are kept as unit
+    vectors.
+    """
+    names = model.prunable_names()
+    params = [model.get_parameter(n) for n in names]
+    device = params[0].device
+    keep = (torch.cat([mask[n].flatten() for n in names]).to(device, params[0].dtype)
+            if mask else None)
+    rows = []
+    for ref in references:
+        r = torch.cat([ref[n].flatten() for n in names]).to(device, params[0].dtype)
+        r = r * keep if keep is not None else r
+        rows.append(r / r.norm().clamp_min(1e-12))
+    refs = torch.stack(rows)
+
+    def term() -> torch.Tensor:
+        theta = torch.cat([p.flatten() for p in params])
+        cos = refs @ theta / theta.norm().clamp_min(1e-12)
+        return lam * (cos ** 2).mean()
+
+    return term
+
+
 def _eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
     with autocast(hp, dataset.train_x.device):
         metrics = evaluate_splits(model, dataset, hp.eval_train_examples)
@@ -81,6 +110,7 @@ def train(
     resume_path: str | os.PathLike | None = None,
     fingerprint: str = "",
     record: bool = True,
+    references: list[dict[str, torch.Tensor]] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place from ``start_step`` to ``stop_step`` (default: hp.steps).
 
@@ -89,6 +119,8 @@ def train(
     With ``record=False`` nothing is evaluated (rewind points need only the weights).
     Pruned weights (mask False) are zero at the start and stay exactly zero: gradients are masked
     before each step (so momentum/Adam moments stay zero there) and weights after it.
+    With ``references`` and ``hp.repel_lambda`` != 0 the loss gets paper B's repellent /
+    attractive term (``repulsion``).
     """
     stop = hp.steps if stop_step is None else stop_step
     device = dataset.train_x.device
@@ -122,6 +154,8 @@ def train(
     if conv:
         x = x.contiguous(memory_format=torch.channels_last)
     augment = augmenter(hp.dataset, dataset)
+    reg = (repulsion(hp.repel_lambda, model, references, mask)
+           if references and hp.repel_lambda else None)
     cache: dict = {}
     while step < stop:
         if step in eval_at and step not in done:
@@ -133,6 +167,8 @@ def train(
             xb = augment(xb, order, copy, step)
         with autocast(hp, device):
             loss = model.training_loss(xb, y[idx])
+        if reg is not None:
+            loss = loss + reg()
         model.zero_grad(set_to_none=True)
         loss.backward()
         if masked:
@@ -218,6 +254,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy", type=int, default=1, help="copy index within a pair")
     p.add_argument("--model-out", required=True)
     p.add_argument("--metrics-out")
+    p.add_argument("--references", nargs="*", default=[],
+                   help="earlier rounds' optima for the repellent/attractive term (paper B)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
 
@@ -238,12 +276,14 @@ def main(args: argparse.Namespace) -> None:
         model, _ = load_model(hp, args.start)
     identity = [to_json(hp), args.seed, args.reinit, args.start_step, args.stop_step, args.level,
                 args.order, args.copy, _file_digest(args.start), _file_digest(args.mask)]
+    identity += [_file_digest(r) for r in args.references]
     fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
     resume = args.model_out + ".resume"
     rows = train(
         hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
         stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
         fingerprint=fingerprint, record=bool(args.metrics_out),
+        references=[atomic.load_torch(r)["state_dict"] for r in args.references],
     )
     stop = hp.steps if args.stop_step is None else args.stop_step
     if args.metrics_out:

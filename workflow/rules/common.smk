@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -7,12 +8,14 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from lmcpipe import codever, paths, plan
-from lmcpipe.config import ConfigError, validate
+from lmcpipe.config import ConfigError, validate_with_sweeps
 from lmcpipe.data import DATASETS, download_targets, find, missing_message, network_answers
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
-    EXPERIMENTS = validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    EXPERIMENTS, SWEEPS = validate_with_sweeps(
+        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+    )
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -36,6 +39,7 @@ wildcard_constraints:
     cp="[12]",
     variant="|".join(paths.VARIANTS),
     probe="|".join(paths.PROBES),
+    sweep="|".join(SWEEPS) or "(?!)",
     arm=r"c[0-9.e+-]+|(magnitude|random)\d+",
 
 
@@ -119,7 +123,17 @@ def run_inputs(wildcards):
                       int(wildcards.level))
     if mask is not None:
         inputs["mask"] = mask
+    level = int(wildcards.level)
+    if exp.train.repel_lambda and wildcards.variant == "imp" and level >= 1:
+        # paper B's repellent/attractive loss: the chain's optima of the earlier rounds
+        inputs["references"] = [
+            paths.chain_model(exp.name, wildcards.seed, int(wildcards.k), lvl, exp.chain_order)
+            for lvl in range(level)]
     return inputs
+
+
+def refs_args(wildcards, input):
+    return "--references " + " ".join(input.references) if "references" in input.keys() else ""
 
 
 def experiment_inputs(exp):
@@ -133,12 +147,23 @@ def experiment_inputs(exp):
 
 
 def all_targets(names):
-    """Paper-A figures of each experiment, and the papers B/C figures it switches on."""
+    """Paper-A figures of each experiment and the papers B/C figures it switches on; for a
+    sweep, those of every member and the sweep's own figures."""
     out = []
     for n in names:
+        if n in SWEEPS:
+            out += all_targets(list(SWEEPS[n]))
+            out += [paths.SWEEP_FIGURE.format(figure=f, sweep=n) for f in paths.SWEEP_FIGURES]
+            continue
         out += [paths.figure(n, f) for f in paths.FIGURES]
         out += [paths.figure(n, f) for f in enabled_analyses(EXPERIMENTS[n])]
     return out
+
+
+def sweep_values(name):
+    """{member: {swept key: value}} of a sweep, values as the members train with (iterations)."""
+    return {m: {key: getattr(EXPERIMENTS[m].train, key) for key in keys}
+            for m, keys in SWEEPS[name].items()}
 
 
 def without_analyses(exp):

@@ -101,6 +101,7 @@ rule retrain:
         start=start_args,
         start_step=start_step,
         mask=mask_args,
+        refs=refs_args,
         code=codever.version("train"),
     threads: job_threads
     resources:
@@ -118,7 +119,8 @@ rule retrain:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/retrain.log",
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
+        " --start-step {params.start_step} --level {wildcards.level}"
+        " {params.mask} {params.refs}"
         " --order {params.order} --copy 1 --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads}"
         " --device {resources.device} > {log} 2>&1"
@@ -135,6 +137,7 @@ rule fork:
         start=start_args,
         start_step=start_step,
         mask=mask_args,
+        refs=refs_args,
         code=codever.version("train"),
     threads: job_threads
     resources:
@@ -152,7 +155,8 @@ rule fork:
         "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/d{order}c{cp}.log",
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {params.start_step} --level {wildcards.level} {params.mask}"
+        " --start-step {params.start_step} --level {wildcards.level}"
+        " {params.mask} {params.refs}"
         " --order {wildcards.order} --copy {wildcards.cp} --model-out {output.model}"
         " --metrics-out {output.metrics} --threads {threads}"
         " --device {resources.device} > {log} 2>&1"
