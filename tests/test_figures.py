@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_bc, figures_probes
+from lmcpipe import figures, figures_bc, figures_probes, figures_sweep
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "order"]
 SEEDS, ORDERS, LEVELS = (0, 1), (0, 1, 2), 6
@@ -96,7 +96,8 @@ def _run(name: str, tables: Path, out: Path) -> None:
 
 # papers B/C figures read their own tables: tests/test_figures_bc.py renders them
 @pytest.mark.parametrize("name", sorted(set(figures.FIGURES) - set(figures_bc.FIGURES)
-                                         - set(figures_probes.FIGURES)))
+                                         - set(figures_probes.FIGURES)
+                                         - set(figures_sweep.FIGURES)))
 def test_every_figure_renders_a_pdf(name: str, tables: Path, tmp_path: Path) -> None:
     out = tmp_path / "figs" / f"{name}.pdf"
     _run(name, tables, out)

@@ -205,7 +205,13 @@ FIGURES: dict[str, Callable[[Path, float], Figure]] = {
 # Paper A's further figures (control, interp_imp, table2, rewind_instability, rewind_accuracy,
 # sparsity_ranges) live in figures_paper_a, which reuses the helpers above and adds itself to
 # FIGURES when imported (so either module may be imported first).
-from lmcpipe import figures_bc, figures_paper_a, figures_probes, figures_ranges  # noqa: E402, F401
+from lmcpipe import (  # noqa: E402, F401
+    figures_bc,
+    figures_paper_a,
+    figures_probes,
+    figures_ranges,
+    figures_sweep,
+)
 
 
 def render(name: str, tables_dir: Path, threshold: float = 0.02) -> Figure:
