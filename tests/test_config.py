@@ -26,9 +26,16 @@ def shipped() -> dict:
 
 
 def test_shipped_config_validates_and_fills_defaults(shipped):
-    experiments = validate(shipped)
+    experiments, sweeps = config.validate_with_sweeps(shipped)
+    members = {m for s in sweeps.values() for m in s}
     assert {"lenet", "demo", "resnet20", "resnet20_low", "resnet20_warmup", "vgg16", "vgg16_low",
-            "vgg16_warmup", "resnet50", "inceptionv3"} == set(experiments)
+            "vgg16_warmup", "resnet50", "inceptionv3", "paperc_resnet20"} == (
+        set(experiments) - members)
+    assert set(sweeps) == {"paperb_demo", "paperb_repel_demo", "paperb_resnet20",
+                           "paperb_resnet20_repel"}
+    assert "paperb_resnet20_bs2048_wu10ep" in sweeps["paperb_resnet20"]
+    # epochs stay epochs at every batch size: 85 epochs of ceil(50 000 / 2048) = 25
+    assert experiments["paperb_resnet20_bs2048_wu10ep"].train.steps == 85 * 25
     # steps in epochs are converted to iterations: 160 epochs of ceil(50 000 / 128) = 391
     r20 = experiments["resnet20"].train
     assert r20.steps == 160 * 391 and r20.milestones == (80 * 391, 120 * 391)
@@ -116,7 +123,7 @@ def test_rewind_beyond_steps_message(shipped):
 
 
 def test_unknown_experiment_in_all(shipped):
-    with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
+    with pytest.raises(ConfigError, match="unknown experiment or sweep 'nope'"):
         validate(edited(shipped, "all", ["nope"]))
 
 
