@@ -162,11 +162,12 @@ def train(
             rows += _eval_rows(model, dataset, hp, step)
             done.add(step)
         idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, device)
-        xb = dataset.prepare(x[idx])
+        # index_select: several times faster than x[idx] for a batch of rows on the CPU
+        xb = dataset.prepare(x.index_select(0, idx))
         if augment:
             xb = augment(xb, order, copy, step)
         with autocast(hp, device):
-            loss = model.training_loss(xb, y[idx])
+            loss = model.training_loss(xb, y.index_select(0, idx))
         if reg is not None:
             loss = loss + reg()
         model.zero_grad(set_to_none=True)
