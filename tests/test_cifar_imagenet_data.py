@@ -236,3 +236,47 @@ def test_imagefolder_errors_name_the_problem(tmp_path):
 
     with pytest.raises(DataError, match="differ from the expected classes"):
         read_imagefolder(root / "train", 8, classes=["n00000000", "other"])
+
+
+def test_imagefolder_cache_is_decoded_once_and_memory_mapped(tmp_path, monkeypatch):
+    from lmcpipe import data
+    from lmcpipe.augment import channel_stats
+
+    root = write_imagefolder(tmp_path / "imagenet", n_classes=3, per_class=3, size=12)
+    expected, labels, names = read_imagefolder(root / "train", 12)
+    x, y, classes, meta = imagefolder.cached_split(root / "train", 12)
+    assert torch.equal(x, expected) and torch.equal(y, labels) and classes == names
+    mean, std = channel_stats(expected)
+    assert torch.allclose(torch.tensor(meta["mean"]), mean)
+    assert torch.allclose(torch.tensor(meta["std"]), std)
+    cached = sorted(p.name for p in (root / ".cache").iterdir() if not p.name.endswith(".lock"))
+    assert len(cached) == 2 and cached[0].startswith("train-12px-")  # .json, .npy, no temps
+    assert not x.numpy().flags.owndata  # a view of the mapped file, not a copy in memory
+
+    imagefolder.cached_split(root / "val", 12, names)
+    # a second load maps the files and decodes nothing
+    monkeypatch.setattr(imagefolder, "load_image", lambda *a: pytest.fail("decoded again"))
+    again, _, _, _ = imagefolder.cached_split(root / "train", 12)
+    assert torch.equal(again, expected)
+    ds = data.load("imagenet", tmp_path, "cpu", 12)
+    assert ds.host_resident and ds.train_x.dtype == torch.uint8
+    assert torch.equal(ds.train_x, expected) and torch.allclose(ds.mean, mean)
+    batch = ds.prepare(ds.train_x[:2])
+    assert batch.dtype == torch.float32 and batch.device == ds.device
+    monkeypatch.undo()
+
+    # another resolution or an edited folder is a different cache entry
+    (root / "train" / "n00000000" / "extra.png").write_bytes(
+        (root / "train" / "n00000000").glob("*.png").__next__().read_bytes())
+    grown, _, _, _ = imagefolder.cached_split(root / "train", 12)
+    assert len(grown) == len(expected) + 1
+    assert len(list((root / ".cache").glob("train-12px-*.npy"))) == 2
+
+
+def test_imagefolder_cache_failed_decode_leaves_nothing_that_looks_finished(tmp_path):
+    root = write_imagefolder(tmp_path / "imagenet", n_classes=2, per_class=2, size=8)
+    (root / "val" / "n00000001" / "broken.JPEG").write_bytes(b"\xff\xd8 not a JPEG")
+    with pytest.raises(DataError, match="broken.JPEG: cannot decode"):
+        imagefolder.cached_split(root / "val", 8, workers=2)
+    left = [p.name for p in (root / ".cache").iterdir() if not p.name.endswith(".lock")]
+    assert left == []

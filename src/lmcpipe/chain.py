@@ -69,8 +69,9 @@ def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_f
     mask = masks.load(mask_file) or masks.ones_like(theta)
     mask = {n: m.to(device) for n, m in mask.items()}
     n = min(ap.curvature_examples, len(dataset.train_x))
-    idx = torch.randperm(len(dataset.train_x), generator=generator("curvature"))[:n].to(device)
-    x, y = dataset.prepare(dataset.train_x[idx]), dataset.train_y[idx]
+    idx = torch.randperm(len(dataset.train_x), generator=generator("curvature"))[:n]
+    idx = idx.to(dataset.train_x.device)
+    x, y = dataset.prepare(dataset.train_x[idx]), dataset.train_y[idx].to(device)
     curv = hessian.Curvature(model, x, y, names, mask, batch_size=hp.batch_size)
     loss, grad = curv.loss_and_grad()
     top = hessian.top_eigenvalue(curv, generator("lanczos", seed, k, level),

@@ -15,7 +15,7 @@ import shutil
 import socket
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,12 @@ class DataError(RuntimeError):
 
 @dataclass
 class Data:
-    """Train and test splits as normalised float tensors (N, C, H, W) and int64 labels."""
+    """Train and test splits as image tensors (N, C, H, W) and int64 labels.
+
+    MNIST-style and CIFAR images are held normalised in float32 on ``device``. ImageNet images stay
+    uint8 in a memory-mapped file on the host (``imagefolder.cached_split``): ``prepare`` moves
+    each batch to ``device`` and normalises it there. ``device`` is where models run.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -84,24 +89,36 @@ class Data:
     test_y: torch.Tensor
     mean: torch.Tensor | None = None  # per-channel statistics of the training pixels / 255
     std: torch.Tensor | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def fill(self) -> torch.Tensor | None:
         """Per-channel value of a black pixel after normalisation (CIFAR's zero padding)."""
         return None if self.mean is None else -self.mean / self.std
 
+    @property
+    def host_resident(self) -> bool:
+        """Whether the images stay on the host (uint8, memory-mapped) whatever ``device`` is."""
+        return self.train_x.dtype == torch.uint8
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch as normalised float32: uint8 images are normalised, floats pass through."""
+        """A batch on ``device`` as normalised float32: uint8 images are moved and normalised,
+        floats pass through."""
         if x.dtype != torch.uint8:
             return x
+        x = x.to(self.device, non_blocking=True)
         view = (1, -1) + (1,) * (x.dim() - 2)
         return (x.float() / 255.0 - self.mean.view(view)) / self.std.view(view)
 
     def to(self, device: str | torch.device) -> Data:
-        for name in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
+        self.device = torch.device(device)
+        names = ["mean", "std"]
+        if not self.host_resident:
+            names += ["train_x", "train_y", "test_x", "test_y"]
+        for name in names:
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, value.to(device))
+                setattr(self, name, value.to(self.device))
         return self
 
 
@@ -282,9 +299,10 @@ def _read_splits(dataset: str, root: str | Path, size: int) -> dict[str, torch.T
         directory = imagefolder.locate(root)
         if directory is None:
             raise DataError(missing_message(dataset, root))
-        train_x, train_y, classes = imagefolder.read_imagefolder(directory / "train", size)
-        test_x, test_y, _ = imagefolder.read_imagefolder(directory / "val", size, classes)
-        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+        train_x, train_y, classes, meta = imagefolder.cached_split(directory / "train", size)
+        test_x, test_y, _, _ = imagefolder.cached_split(directory / "val", size, classes)
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
+                "mean": torch.tensor(meta["mean"]), "std": torch.tensor(meta["std"])}
     return _read_idx_splits(dataset, root)
 
 
@@ -292,8 +310,9 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
          image_size: int = 0) -> Data:
     """Read a dataset into tensors on ``device``, normalised by the training pixels' statistics.
 
-    MNIST-style and CIFAR data are held normalised in float32; ImageNet stays uint8 (a float copy
-    would not fit in memory) and ``Data.prepare`` normalises each batch. ``image_size`` sets
+    MNIST-style and CIFAR data are held normalised in float32; ImageNet stays uint8 in a
+    memory-mapped cache on the host (a float copy would not fit in memory, nor often the uint8
+    one) and ``Data.prepare`` moves and normalises each batch. ``image_size`` sets
     the resolution ImageFolder images are stored and trained at (0: the dataset's nominal size).
     """
     if dataset not in DATASETS:
@@ -310,7 +329,9 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
         if tuple(x.shape[-2:]) != shape[-2:] or x.numel() // len(x) != math.prod(shape):
             raise DataError(f"{dataset} {name} images have shape {tuple(x.shape[1:])}, "
                             f"expected {shape}")
-    if info.format == "idx":  # one channel: scalar statistics, as before
+    if "mean" in raw:  # computed once, with the image cache
+        mean, std = raw["mean"], raw["std"]
+    elif info.format == "idx":  # one channel: scalar statistics, as before
         train = raw["train_x"].float() / 255.0
         mean, std = train.mean().reshape(1), train.std().reshape(1)
     else:

@@ -15,13 +15,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     """
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss = wrong = None
     for i in range(0, len(x), batch):
         chunk = x[i : i + batch]
         out = model(prepare(chunk) if prepare else chunk)
-        loss += nn.functional.cross_entropy(out, y[i : i + batch], reduction="sum").double()
-        wrong += (out.argmax(1) != y[i : i + batch]).sum()
+        target = y[i : i + batch].to(out.device)  # images may be host-resident (ImageNet)
+        part = nn.functional.cross_entropy(out, target, reduction="sum").double()
+        miss = (out.argmax(1) != target).sum()
+        loss, wrong = (part, miss) if loss is None else (loss + part, wrong + miss)
     model.train(was_training)
     n = len(x)
     return float(loss) / n, float(wrong) / n

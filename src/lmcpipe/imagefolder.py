@@ -1,17 +1,31 @@
-"""ImageNet-style image folders (``<split>/<class>/<image>``) read once into a uint8 tensor.
+"""ImageNet-style image folders (``<split>/<class>/<image>``) decoded once into a uint8 array.
 
 Every image is decoded with PIL, converted to RGB, resized so that its shorter side is ``size``
 (bilinear, PIL's antialiased filter) and center-cropped to ``size`` x ``size``. Classes are the
-sub-folders in sorted order; images within a class are taken in sorted file-name order. This is a
-one-time load (decoding runs on a thread pool; PIL releases the GIL): training augments the
-resulting tensor in batches (``lmcpipe.augment``), never per image.
+sub-folders in sorted order; images within a class are taken in sorted file-name order. Decoding
+runs on a thread pool (PIL releases the GIL); training augments the result in batches
+(``lmcpipe.augment``), never per image.
+
+Why an on-disk cache (``cached_split``): ImageNet's 1.28 M training images at 224 px are 193 GB
+of uint8, more than a GPU node's memory, and decoding them takes about an hour of CPU. The first
+job that needs a split decodes it into ``<folder>/.cache/<split>-<size>px-<key>.npy`` (N, 3, H, W)
+uint8 (written under a temporary name, renamed when complete, under a file lock so concurrent
+jobs decode it once) with a JSON side file of labels, class names and channel statistics; every
+job then memory-maps it, and a training step reads only its batch's rows from the page cache.
+The key hashes the file list with sizes and modification times, so an edited folder is decoded
+again.
 
 Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>`` (``locate``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +34,7 @@ import torch
 from PIL import Image
 
 from lmcpipe import data as _data  # for DataError; see the note in ``cifar``
+from lmcpipe.atomic import _UMASK
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
 FOLDER = "imagenet"
@@ -84,24 +99,94 @@ def read_imagefolder(directory: str | Path, size: int, classes: list[str] | None
     """
     directory = Path(directory)
     files, labels, names = list_images(directory)
+    _check_classes(directory, names, classes)
+    out = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    decode_into(out, files, size, workers)
+    return torch.from_numpy(out), torch.tensor(labels, dtype=torch.int64), names
+
+
+def decode_into(out: np.ndarray, files: list[Path], size: int, workers: int | None = None) -> None:
+    """Decode ``files`` into the rows of ``out`` (N, 3, size, size), on a thread pool."""
+
+    def fill(i: int) -> None:
+        out[i] = load_image(files[i], size).transpose(2, 0, 1)
+
+    _parallel(fill, len(files), workers)
+
+
+def _parallel(fn: Callable[[int], None], n: int, workers: int | None) -> None:
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1:
+        for i in range(n):
+            fn(i)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fn, range(n)))  # re-raises the first DataError
+
+
+def _folder_key(files: list[Path], directory: Path, size: int) -> str:
+    """Hash of the image list (relative paths, sizes, mtimes) and the resolution."""
+    h = hashlib.sha256(f"{size}".encode())
+    for path in files:
+        st = path.stat()
+        h.update(f"\0{path.relative_to(directory)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_split(directory: str | Path, size: int, classes: list[str] | None = None,
+                 workers: int | None = None, cache_dir: str | Path | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
+    """A split as a memory-mapped uint8 tensor (N, 3, size, size), labels, class names and the
+    cache's metadata (``mean``/``std``: per-channel statistics of the pixels / 255).
+
+    Decodes the folder into the cache on first use (see the module docstring); later calls, from
+    any process, map the finished file. The tensor is read-only in effect: it is mapped
+    copy-on-write, so nothing written to it reaches the disk.
+    """
+    from lmcpipe.augment import channel_stats
+
+    directory = Path(directory)
+    files, labels, names = list_images(directory)
+    _check_classes(directory, names, classes)
+    cache = Path(cache_dir) if cache_dir else directory.parent / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = f"{directory.name}-{size}px-{_folder_key(files, directory, size)}"
+    array_path, meta_path = cache / f"{stem}.npy", cache / f"{stem}.json"
+    with open(cache / f"{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one decoder; the others wait, then map its file
+        if not meta_path.exists():
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".npy", dir=cache)
+            os.close(fd)
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                shape=(len(files), 3, size, size))
+                decode_into(out, files, size, workers)
+                out.flush()
+                mean, std = channel_stats(torch.from_numpy(out))
+                del out
+                os.chmod(tmp, 0o666 & ~_UMASK)  # a shared cache, not a private temp file
+                os.replace(tmp, array_path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            meta = {"folder": str(directory), "size": size, "classes": names, "labels": labels,
+                    "mean": mean.tolist(), "std": std.tolist()}
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json", dir=cache)
+            with os.fdopen(fd, "w") as f:
+                json.dump(meta, f)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, meta_path)  # the side file last: its presence means complete
+    meta = json.loads(meta_path.read_text())
+    images = torch.from_numpy(np.load(array_path, mmap_mode="c"))
+    return images, torch.tensor(meta["labels"], dtype=torch.int64), meta["classes"], meta
+
+
+def _check_classes(directory: Path, names: list[str], classes: list[str] | None) -> None:
     if classes is not None and list(classes) != names:
         extra, lacking = sorted(set(names) - set(classes)), sorted(set(classes) - set(names))
         raise _data.DataError(f"{directory}: class folders differ from the expected classes "
                               f"(extra: {extra[:5]}, missing: {lacking[:5]})")
-    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
-
-    def fill(i: int) -> None:
-        out[i] = load_image(files[i], size)
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1:
-        for i in range(len(files)):
-            fill(i)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fill, range(len(files))))  # re-raises the first DataError
-    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(labels, dtype=torch.int64), names
 
 
 def write_imagefolder(root: str | Path, n_classes: int, per_class: int, size: int,

@@ -89,7 +89,7 @@ def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch
 
 
 def _eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
-    with autocast(hp, dataset.train_x.device):
+    with autocast(hp, dataset.device):
         metrics = evaluate_splits(model, dataset, hp.eval_train_examples)
     return [
         {"step": step, "split": split, "loss": loss, "error": err}
@@ -123,7 +123,7 @@ def train(
     attractive term (``repulsion``).
     """
     stop = hp.steps if stop_step is None else stop_step
-    device = dataset.train_x.device
+    device = dataset.device
     model.to(device).train()
     conv = dataset.train_x.dim() == 4 and hp.channels_last
     if conv:
@@ -151,7 +151,7 @@ def train(
     eval_at = {s for s in hp.eval_steps if start_step <= s < stop} if record else set()
     done = {r["step"] for r in rows}
     x, y = dataset.train_x, dataset.train_y
-    if conv:
+    if conv and not dataset.host_resident:  # a memory-mapped set is never copied whole
         x = x.contiguous(memory_format=torch.channels_last)
     augment = augmenter(hp.dataset, dataset)
     reg = (repulsion(hp.repel_lambda, model, references, mask)
@@ -161,13 +161,14 @@ def train(
         if step in eval_at and step not in done:
             rows += _eval_rows(model, dataset, hp, step)
             done.add(step)
-        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, device)
-        # index_select: several times faster than x[idx] for a batch of rows on the CPU
+        # indices live with the images (on the host for memory-mapped ImageNet); index_select
+        # is several times faster than x[idx] for a batch of rows on the CPU
+        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, x.device)
         xb = dataset.prepare(x.index_select(0, idx))
         if augment:
             xb = augment(xb, order, copy, step)
         with autocast(hp, device):
-            loss = model.training_loss(xb, y.index_select(0, idx))
+            loss = model.training_loss(xb, y.index_select(0, idx).to(device, non_blocking=True))
         if reg is not None:
             loss = loss + reg()
         model.zero_grad(set_to_none=True)
