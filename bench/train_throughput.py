@@ -125,12 +125,25 @@ def resnet20(root: Path, steps: int, device: torch.device, workers: int) -> list
     hp = TrainHParams(model="resnet20", dataset="cifar10", data_root=str(root), optimizer="sgd",
                       lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, steps=10**9)
     rows = []
-    for precision, channels_last in (("fp32", False), ("bf16", True)):
+    for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", True)):
         hp_v = dataclasses.replace(hp, precision=precision, channels_last=channels_last)
         ours = lmcpipe_loop(hp_v, ds, steps, 3, device)
-        label = "fp32" if precision == "fp32" else "bf16 + channels_last"
+        label = precision + (" + channels_last" if channels_last else "")
         rows.append(("ResNet-20, batch 128", label, ref, ours, 63_000 * 128))
     return rows
+
+
+def cpu_summary() -> str:
+    """The CPU model and whether it has native bf16 matmuls (without them bf16 is emulated on
+    the CPU and far slower than fp32)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU: unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown")
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
+    return f"CPU: {model}, flags: {' '.join(flags) or 'none of avx2/avx512/bf16'}"
 
 
 def main() -> None:
@@ -145,6 +158,8 @@ def main() -> None:
     device = torch.device(args.device)
     threads = sorted({int(t) for t in args.threads.split(",")})
     rows = []
+    if device.type == "cpu":
+        print(cpu_summary())
     for n in threads:
         torch.set_num_threads(n)
         print(f"device {device}, {n} threads, torch {torch.__version__}, "
