@@ -129,6 +129,7 @@ def test_sweep_tables_hold_every_member(wd):
     assert (runs["swept"] == "batch_size|warmup_steps").all()
     # "1ep" is one epoch (of Fashion-MNIST's nominal 60 000) at each member's batch size
     assert set(runs["warmup_steps"]) == {0, 60_000 // 40, 60_000 // 80}
+    assert set(runs["warmup_steps_setting"].astype(str)) == {"0", "1ep"}  # as written
     assert set(runs["variant"]) == {"imp", "reinit"}
 
 

@@ -18,13 +18,22 @@ BATCHES, WARMUPS, LAMBDAS = (128, 512, 2048), (0, 100), (0.0, 2.0, -1.0)
 NAMES = ("sweep_accuracy", "sweep_instability")
 
 
-def write_tables(root: Path, swept: dict[str, tuple]) -> Path:
-    """sweep_runs / sweep_instability of one member per combination of ``swept`` values."""
+def write_tables(root: Path, swept: dict[str, tuple], epochs: bool = False) -> Path:
+    """sweep_runs / sweep_instability of one member per combination of ``swept`` values.
+
+    ``epochs``: warmups are written as epochs ("1ep"), trained as 12 800 / batch iterations, as
+    the sweep-table stage writes them (value as trained, ``<key>_setting`` as written).
+    """
     rng = np.random.default_rng(0)
     runs, inst = [], []
     keys = list(swept)
     for values in itertools.product(*swept.values()):
-        member = dict(zip(keys, values, strict=True))
+        setting = dict(zip(keys, values, strict=True))
+        member = dict(setting)
+        if epochs:
+            ep = int(str(setting["warmup_steps"]).removesuffix("ep"))
+            member["warmup_steps"] = ep * 12_800 // setting["batch_size"]
+            member.update({f"{k}_setting": str(v) for k, v in setting.items()})
         name = "m-" + "-".join(str(v) for v in values)
         scale = 1 + member.get("batch_size", 128) / 1024 - member.get("warmup_steps", 0) / 200
         for s, n in itertools.product(SEEDS, range(LEVELS)):
@@ -163,3 +172,26 @@ def test_missing_and_empty_tables(name: str, table: str, two_keys: Path,
     df[df["variant"] == "reinit"].to_csv(only_reinit / f"{table}.csv", index=False)
     with pytest.raises(ValueError, match=table):
         figures.render(name, only_reinit)
+
+
+def test_warmup_in_epochs_is_one_panel_row_and_one_line_style(tmp_path: Path) -> None:
+    """"1ep" trains 100 iterations at batch 128 and 6 at 2048: still one setting, not three."""
+    root = write_tables(tmp_path, {"batch_size": BATCHES, "warmup_steps": (0, "1ep")},
+                        epochs=True)
+    assert pd.read_csv(root / "sweep_runs.csv")["warmup_steps"].nunique() == 4
+    fig = figures.render("sweep_accuracy", root, 0.02)
+    try:
+        assert len(fig.axes) == 2 * len(BATCHES)
+        assert [ax.get_title() for ax in fig.axes[3:]] == [
+            "batch 128, warmup 1ep", "batch 512, warmup 1ep", "batch 2048, warmup 1ep"]
+        assert not any(t.get_text() == "no runs" for ax in fig.axes for t in ax.texts)
+    finally:
+        plt.close(fig)
+    fig = figures.render("sweep_instability", root, 0.02)
+    try:
+        assert {"no warmup", "warmup 1ep"} <= _legend_texts(fig)
+        ax = fig.axes[0]
+        styles = {ln.get_linestyle() for ln in ax.get_lines() if len(ln.get_xdata()) == 3}
+        assert styles == {"-", ":"}
+    finally:
+        plt.close(fig)

@@ -55,7 +55,15 @@ def choose_levels(levels: Iterable[int], most: int = 3) -> list[int]:
 
 
 def value_label(key: str, value: object) -> str:
-    """Panel / legend label of one swept value: "batch 512", "no warmup", "λ = 2 (repel)"."""
+    """Panel / legend label of one swept value: "batch 512", "no warmup", "warmup 1ep",
+    "λ = 2 (repel)"; a value as written in the sweep ("1ep") is shown as written."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            prefix = {"batch_size": "batch", "warmup_steps": "warmup"}.get(key)
+            return f"{prefix} {value}" if prefix else f"{key} = {value}"
+        value = int(number) if number.is_integer() else number
     if not isinstance(value, int | float):
         return f"{key} = {value}"
     shown = f"{value:g}".replace("-", "−")
@@ -83,6 +91,21 @@ def _swept(df: pd.DataFrame, path: Path) -> list[str]:
 
 def _values(df: pd.DataFrame, key: str) -> list:
     return sorted(v.item() if hasattr(v, "item") else v for v in df[key].dropna().unique())
+
+
+def _facets(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Per swept key, the column members are grouped by: the value as written in the sweep
+    (``<key>_setting``: "1ep" is one panel although it is 469 iterations at batch 128 and 30 at
+    2048) when the table has it, else the value as trained."""
+    return [f"{k}_setting" if f"{k}_setting" in df.columns else k for k in keys]
+
+
+def _facet_values(df: pd.DataFrame, column: str, key: str) -> list:
+    """The values of a facet column, ordered by the trained value they stand for."""
+    if column == key:
+        return _values(df, key)
+    first = df.groupby(column)[key].min().sort_values(kind="stable")
+    return [v.item() if hasattr(v, "item") else v for v in first.index]
 
 
 def _pick(df: pd.DataFrame, keys: list[str], values: tuple) -> pd.DataFrame:
@@ -118,13 +141,15 @@ def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
     keys = _swept(df, path)
     df = df[df["copy"] == 1].assign(acc=100 * (1 - df["test_error"]))
     lines = base._lines(df, path)
-    lines["pct"] = 100 * lines.groupby([*keys, "variant", "rewind_step", "level"])[
+    facets = _facets(df, keys)
+    lines["pct"] = 100 * lines.groupby([*facets, "variant", "rewind_step", "level"])[
         "density"].transform("mean")
     k0 = df["rewind_step"].min()
     dense = df[(df["variant"] == "imp") & (df["level"] == 0) & (df["rewind_step"] == k0)]
     bc._need(dense, path, f"dense runs (variant imp, level 0, k={k0:g}, copy 1)")
-    cols = _values(df, keys[0])
-    rows = list(itertools.product(*[_values(df, k) for k in keys[1:]]))
+    cols = _facet_values(df, facets[0], keys[0])
+    rows = list(itertools.product(*[_facet_values(df, f, k)
+                                    for f, k in zip(facets[1:], keys[1:], strict=True)]))
     order = list(dict.fromkeys(lines["line"]))
     palette = {line: f"C{i}" for i, line in enumerate(order)}
     markers = {line: MARKERS[i % len(MARKERS)] for i, line in enumerate(order)}
@@ -134,7 +159,7 @@ def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
     for r, rest in enumerate(rows):
         for c, first in enumerate(cols):
             ax, values = axes[r][c], (first, *rest)
-            sub, dense_sub = _pick(lines, keys, values), _pick(dense, keys, values)
+            sub, dense_sub = _pick(lines, facets, values), _pick(dense, facets, values)
             ax.set_title(", ".join(value_label(k, v) for k, v in zip(keys, values, strict=True)))
             if sub.empty:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center")
@@ -198,7 +223,9 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
     pct = 100 * df.groupby("level")["density"].mean()
     cmap = plt.get_cmap("viridis")
     colors = {n: cmap(i / max(len(levels) - 1, 1) * 0.85) for i, n in enumerate(levels)}
-    rest = list(itertools.product(*[_values(df, k) for k in keys[1:]]))
+    facets = _facets(df, keys)
+    rest = list(itertools.product(*[_facet_values(df, f, k)
+                                    for f, k in zip(facets[1:], keys[1:], strict=True)]))
     styles = {r: STYLES[i % len(STYLES)] for i, r in enumerate(rest)}
     splits = [s for s in SPLITS if s in set(df["split"])]
     fig, axes = plt.subplots(1, len(splits), figsize=(base.WIDTH + 2.0, 3.5), sharey=True,
@@ -206,7 +233,7 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
     for ax, split in zip(axes[0], splits, strict=True):
         sub = df[df["split"] == split]
         for (level, color), (r, ls) in itertools.product(colors.items(), styles.items()):
-            mine = _pick(sub[sub["level"] == level], keys[1:], r)
+            mine = _pick(sub[sub["level"] == level], facets[1:], r)
             probes._curve(ax, mine, "x", "b", color, ls=ls)
         thr = base._threshold(ax, threshold)
         if numeric:

@@ -3,8 +3,10 @@
 A sweep (``sweep:`` in an experiment of ``config.yaml``) runs one experiment per combination of
 training values — batch size ± warmup (paper B Figs 1–2) or the repellent/attractive weight λ
 (Fig 3). ``sweep_runs.csv`` holds the members' copy-1 runs and ``sweep_instability.csv`` their
-pairs' barriers, each row with the member's swept values in columns named after the keys and the
-key names in ``swept`` ("batch_size|warmup_steps"), so figures know the sweep's axes.
+pairs' barriers, each row with the member's swept values in columns named after the keys (as it
+trained: iterations), the values as written in the sweep in ``<key>_setting`` ("1ep" is one epoch
+at every batch size, a different iteration count for each), and the key names in ``swept``
+("batch_size|warmup_steps"), so figures know the sweep's axes and group members by setting.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from lmcpipe import atomic, paths
 TABLES = {"sweep_runs": "runs", "sweep_instability": "instability"}
 
 
-def sweep_tables(name: str, members: dict[str, dict], tables_root: str = paths.TABLES_ROOT
-                 ) -> dict[str, pd.DataFrame]:
-    """{sweep table: frame} from each member's ``runs.csv`` / ``instability.csv``."""
+def sweep_tables(name: str, members: dict[str, dict], tables_root: str = paths.TABLES_ROOT,
+                 settings: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
+    """{sweep table: frame} from each member's ``runs.csv`` / ``instability.csv``.
+
+    ``members``: {member: {key: value as trained}}; ``settings``: {member: {key: value as
+    written in the sweep}} (default: the trained values).
+    """
     out = {}
     for table, source in TABLES.items():
         frames = []
@@ -30,7 +36,9 @@ def sweep_tables(name: str, members: dict[str, dict], tables_root: str = paths.T
             frame = pd.read_csv(Path(tables_root) / member / f"{source}.csv")
             if source == "runs":
                 frame = frame[frame["copy"] == 1]
-            frame = frame.assign(**values, swept="|".join(values))
+            written = (settings or members)[member]
+            frame = frame.assign(**values, **{f"{k}_setting": str(written[k]) for k in values},
+                                 swept="|".join(values))
             frame.insert(0, "sweep", name)
             frames.append(frame)
         out[table] = pd.concat(frames, ignore_index=True)
@@ -41,12 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="sweep name")
     p.add_argument("--members", required=True,
                    help="JSON {member experiment: {train key: value (in iterations)}}")
+    p.add_argument("--settings",
+                   help="JSON {member experiment: {train key: value as written in the sweep}}")
     p.add_argument("--tables-root", default=paths.TABLES_ROOT)
     p.add_argument("--out-dir", required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    tables = sweep_tables(args.name, json.loads(args.members), args.tables_root)
+    settings = json.loads(args.settings) if args.settings else None
+    tables = sweep_tables(args.name, json.loads(args.members), args.tables_root, settings)
     for table, frame in tables.items():
         atomic.save_frame(frame, str(Path(args.out_dir) / f"{table}.csv"))
     print(f"wrote {', '.join(tables)} of sweep {args.name} to {args.out_dir}")

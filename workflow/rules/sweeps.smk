@@ -14,6 +14,7 @@ rule sweep_table:
         [paths.SWEEP_TABLE.replace("{table}", t) for t in paths.SWEEP_TABLES],
     params:
         members=lambda w: quoted(json.dumps(sweep_values(w.sweep))),
+        settings=lambda w: quoted(json.dumps(SWEEPS[w.sweep])),
         out=lambda w, output: output[0].rsplit("/", 1)[0],
         root=lambda w: paths.TABLES_ROOT,
         code=codever.version("sweep"),
@@ -23,6 +24,7 @@ rule sweep_table:
         "logs/sweeps/{sweep}/tables.log",
     shell:
         "python -m lmcpipe sweep-table --name {wildcards.sweep} --members {params.members}"
+        " --settings {params.settings}"
         " --tables-root {params.root} --out-dir {params.out} > {log} 2>&1"
 
 
