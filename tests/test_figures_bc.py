@@ -91,7 +91,7 @@ def test_render_and_save(name: str, tables: Path, tmp_path: Path) -> None:
         shown = {ax.get_title() for ax in fig.axes}
         assert set(titles) <= shown
         heading = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
-        assert heading.startswith("synth: ")
+        assert heading.startswith("synth:")
         plotted = [ax for ax in fig.axes if ax.lines or ax.collections]
         assert plotted, "nothing drawn"
         assert any(ax.get_legend() for ax in fig.axes) or name == "angles"

@@ -115,7 +115,7 @@ def test_perturb(tables: Path, tmp_path: Path) -> None:
         assert len(fig.axes) == len(KS) * 2  # rows k, columns split
         titles = {ax.get_title() for ax in fig.axes}
         assert {"train, k = 0", "test, k = 100"} <= titles
-        assert fig._suptitle.get_text().startswith("synth: ")
+        assert fig._suptitle.get_text().startswith("synth:")
         labels = _legend_texts(fig)
         assert {"0→1 (80.0% weights)", "1→2 (64.0% weights)", "2→3 (51.2% weights)"} <= labels
         assert {"threshold (2%)", "unperturbed L+1 matching", "not matching"} <= labels
@@ -139,7 +139,7 @@ def test_max_prune_panels(tables: Path, tmp_path: Path) -> None:
     try:
         assert _titles(fig) == ["(a) p* per level", "(b) flatter solutions can be pruned more",
                                 "(c) re-pruning without retraining"]
-        assert fig._suptitle.get_text().startswith("synth: ")
+        assert fig._suptitle.get_text().startswith("synth:")
         labels = _legend_texts(fig)
         assert {"k = 0", "k = 100", "magnitude pruning", "random pruning",
                 "IMP chain (level L+2)"} <= labels

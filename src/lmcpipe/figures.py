@@ -42,9 +42,12 @@ def _read(tables_dir: Path, name: str, columns: list[str]) -> tuple[pd.DataFrame
     return df, path
 
 
-def _title(df: pd.DataFrame, what: str) -> str:
+def _title(df: pd.DataFrame, what: str, width: int = 48) -> str:
+    """"<experiments>: <what>", broken after the colon when longer than ``width`` characters
+    so that a long experiment name (a sweep member) does not run off a one-panel figure."""
     names = ", ".join(sorted(df["experiment"].astype(str).unique()))
-    return f"{names}: {what}"
+    sep = ":\n" if len(names) + len(what) + 2 > width else ": "
+    return f"{names}{sep}{what}"
 
 
 def _label(variant: str, k: int) -> str:
