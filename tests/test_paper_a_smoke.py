@@ -41,7 +41,10 @@ def smoke(model: str, dataset: str, full: bool = False, **train) -> dict:
 
 EXPERIMENTS = {
     "resnet20": smoke("resnet20", "cifar10", full=True),
-    "vgg16": smoke("vgg16", "cifar10", precision="bf16", channels_last=True),
+    # fp32 + channels_last: bf16 autocast is emulated (~10x slower) on CPUs without native bf16,
+    # which made this one network 40 % of the test's time; bf16 training is covered in
+    # test_models (every network) and test_cifar_training
+    "vgg16": smoke("vgg16", "cifar10", channels_last=True),
     "resnet50": smoke("resnet50", "imagenet", image_size=64, eval_train_examples=16),
     "inceptionv3": smoke("inceptionv3", "imagenet", image_size=80, eval_train_examples=16,
                          schedule="linear", final_lr=0.001),

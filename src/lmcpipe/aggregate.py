@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from lmcpipe import atomic, paths, plan
+from lmcpipe.barrier import barrier
 from lmcpipe.hparams import Experiment, experiment_from_json
-from lmcpipe.interpolate import barrier
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "order"]
 

@@ -14,8 +14,8 @@ import argparse
 import pandas as pd
 
 from lmcpipe import atomic, paths, plan
+from lmcpipe.barrier import barrier
 from lmcpipe.hparams import Experiment, experiment_from_json
-from lmcpipe.interpolate import barrier
 
 SUCCESSIVE_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density", "density_next",
                       "split", "barrier", "max_error", "endpoint_error", "error", "error_next",

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -36,11 +34,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: table and figure stages never load torch (~2.5 s)
+
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_torch(path: str | os.PathLike) -> Any:
     """Load a checkpoint without executing code from it."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lmcpipe import atomic, data
+from lmcpipe.barrier import barrier
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
 from lmcpipe.seeds import generator
@@ -80,17 +81,6 @@ def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch
         for split, (loss, err) in evaluate_splits(model, dataset, train_examples).items():
             rows.append({"alpha": alpha, "split": split, "loss": loss, "error": err})
     return pd.DataFrame(rows, columns=["alpha", "split", "loss", "error"])
-
-
-def barrier(path: pd.DataFrame) -> pd.DataFrame:
-    """Per split: max error on the path minus the mean endpoint error."""
-    out = []
-    for split, g in path.groupby("split", sort=False):
-        g = g.sort_values("alpha")
-        ends = (g["error"].iloc[0] + g["error"].iloc[-1]) / 2
-        out.append({"split": split, "barrier": g["error"].max() - ends,
-                    "max_error": g["error"].max(), "endpoint_error": ends})
-    return pd.DataFrame(out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
