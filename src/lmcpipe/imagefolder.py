@@ -24,8 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lmcpipe import atomic
 from lmcpipe import data as _data  # for DataError; see the note in ``cifar``
-from lmcpipe.atomic import _UMASK
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
 FOLDER = "imagenet"
@@ -111,17 +109,13 @@ def decode_into(out: np.ndarray, files: list[Path], size: int, workers: int | No
     def fill(i: int) -> None:
         out[i] = load_image(files[i], size).transpose(2, 0, 1)
 
-    _parallel(fill, len(files), workers)
-
-
-def _parallel(fn: Callable[[int], None], n: int, workers: int | None) -> None:
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1:
-        for i in range(n):
-            fn(i)
+        for i in range(len(files)):
+            fill(i)
     else:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fn, range(n)))  # re-raises the first DataError
+            list(pool.map(fill, range(len(files))))  # re-raises the first DataError
 
 
 def _folder_key(files: list[Path], directory: Path, size: int) -> str:
@@ -155,28 +149,21 @@ def cached_split(directory: str | Path, size: int, classes: list[str] | None = N
     with open(cache / f"{stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one decoder; the others wait, then map its file
         if not meta_path.exists():
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".npy", dir=cache)
-            os.close(fd)
-            try:
+            stats = {}
+
+            def decode(tmp: str) -> None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                                 shape=(len(files), 3, size, size))
                 decode_into(out, files, size, workers)
                 out.flush()
                 mean, std = channel_stats(torch.from_numpy(out))
-                del out
-                os.chmod(tmp, 0o666 & ~_UMASK)  # a shared cache, not a private temp file
-                os.replace(tmp, array_path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+                stats.update(mean=mean.tolist(), std=std.tolist())
+
+            atomic.write_atomic(array_path, decode)
             meta = {"folder": str(directory), "size": size, "classes": names, "labels": labels,
-                    "mean": mean.tolist(), "std": std.tolist()}
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json", dir=cache)
-            with os.fdopen(fd, "w") as f:
-                json.dump(meta, f)
-            os.chmod(tmp, 0o666 & ~_UMASK)
-            os.replace(tmp, meta_path)  # the side file last: its presence means complete
+                    **stats}
+            # the side file last: its presence means the cache is complete
+            atomic.save_text(json.dumps(meta), meta_path)
     meta = json.loads(meta_path.read_text())
     images = torch.from_numpy(np.load(array_path, mmap_mode="c"))
     return images, torch.tensor(meta["labels"], dtype=torch.int64), meta["classes"], meta
