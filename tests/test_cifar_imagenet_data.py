@@ -155,6 +155,57 @@ def test_missing_cifar_file_is_named(tmp_path):
         read_cifar(folder, "train", 10)
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_cifar_cache_is_bit_identical_decoded_once_and_rekeyed(tmp_path, monkeypatch, dataset):
+    from lmcpipe import data
+
+    layout = cifar.CIFAR[dataset]
+    images, labels = random_cifar(40, layout.classes)
+    folder = write_cifar(tmp_path / dataset / layout.folder, images, labels, layout.classes,
+                         (30, 10))
+    calls, real = [], cifar.read_batch
+
+    def counted(path, *args):
+        calls.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(cifar, "read_batch", counted)
+    n_files = len(layout.train_files) + len(layout.test_files)
+    plain = data.load(dataset, tmp_path, cache=False)
+    assert len(calls) == n_files and not (tmp_path / ".cache").exists()
+    cold = data.load(dataset, tmp_path)
+    warm = data.load(dataset, tmp_path)
+    assert len(calls) == 2 * n_files  # the warm load read no pickle
+    for name in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
+        for loaded in (cold, warm):
+            got, want = getattr(loaded, name), getattr(plain, name)
+            assert got.dtype == want.dtype and torch.equal(got, want), name
+    cached = sorted(p.name for p in (tmp_path / ".cache").iterdir())
+    assert len(cached) == 6 and not any(n.endswith(".tmp") for n in cached)
+    stem = cached[0].split(".")[0]
+    assert np.load(tmp_path / ".cache" / f"{stem}.train_y.npy").dtype == np.uint8
+
+    # an edited pickle is a new entry, holding the new data
+    images[35] = 255 - images[35]
+    write_cifar(folder, images, labels, layout.classes, (30, 10))
+    edited = data.load(dataset, tmp_path)
+    assert len(calls) == 3 * n_files
+    assert len(list((tmp_path / ".cache").glob(f"{dataset}-*.json"))) == 2
+    assert not torch.equal(edited.test_x, plain.test_x)
+    assert torch.equal(edited.test_x, data.load(dataset, tmp_path, cache=False).test_x)
+
+
+def test_cifar_cache_failed_decode_leaves_nothing_that_looks_finished(tmp_path):
+    from lmcpipe import data
+
+    images, labels = random_cifar(12, 10)
+    folder = write_cifar(tmp_path / "cifar-10-batches-py", images, labels, 10, (8, 4))
+    (folder / "test_batch").write_bytes(b"\x00not a pickle at all")
+    with pytest.raises(DataError, match="test_batch: not a CIFAR python pickle"):
+        data.load("cifar10", tmp_path)
+    assert [p.suffix for p in (tmp_path / ".cache").iterdir()] == [".lock"]
+
+
 # --- ImageNet-style folders ------------------------------------------------------------------
 def test_imagefolder_round_trip(tmp_path):
     root = write_imagefolder(tmp_path / "imagenet", n_classes=3, per_class=4, size=16)

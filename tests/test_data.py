@@ -203,3 +203,159 @@ def test_label_count_must_match_image_count(tmp_path):
     write_idx(np.zeros(N_TEST - 1, np.uint8), root / "fashion_mnist" / file_name("test_y"))
     with pytest.raises(DataError, match="labels for"):
         data.load("fashion_mnist", root)
+
+
+# --- the decode-once cache (lmcpipe.datacache) ---------------------------------------------
+def _same_data(a: data.Data, b: data.Data) -> bool:
+    """Bit-for-bit equality of every tensor, with dtypes and shapes."""
+    names = ("train_x", "train_y", "test_x", "test_y", "mean", "std")
+    return all(getattr(a, n).dtype == getattr(b, n).dtype and torch.equal(getattr(a, n),
+                                                                          getattr(b, n))
+               for n in names)
+
+
+def _count_read_idx(monkeypatch) -> list:
+    calls = []
+    real = data.read_idx
+
+    def counted(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(data, "read_idx", counted)
+    return calls
+
+
+def _entries(root, suffix=".json"):
+    return sorted(p.name for p in (root / ".cache").glob(f"*{suffix}"))
+
+
+def test_idx_cache_is_bit_identical_and_decoded_once(tmp_path, monkeypatch):
+    import json
+
+    root = tmp_path / "root"
+    write_dataset(root / "fashion_mnist")
+    calls = _count_read_idx(monkeypatch)
+    plain = data.load("fashion_mnist", root, cache=False)
+    assert len(calls) == 4 and not (root / ".cache").exists()  # cache=False touches no cache
+
+    cold = data.load("fashion_mnist", root)
+    assert len(calls) == 8 and _same_data(cold, plain)
+    names = sorted(p.name for p in (root / ".cache").iterdir())
+    stem = names[0].split(".")[0]
+    assert stem.startswith("fashion_mnist-")
+    assert names == sorted(f"{stem}.{s}" for s in ("json", "lock", "train_x.npy", "train_y.npy",
+                                                   "test_x.npy", "test_y.npy"))  # no temps
+    meta = json.loads((root / ".cache" / f"{stem}.json").read_text())
+    assert meta["counts"] == {"train": N_TRAIN, "test": N_TEST}
+    assert torch.equal(torch.tensor(meta["mean"]), plain.mean)  # float32 survives JSON
+    assert torch.equal(torch.tensor(meta["std"]), plain.std)
+    for key in IDX_FILES:  # uint8 arrays, exactly the decoded files
+        cached = np.load(root / ".cache" / f"{stem}.{key}.npy")
+        assert cached.dtype == np.uint8
+        np.testing.assert_array_equal(cached, read_idx(root / "fashion_mnist" / file_name(key)))
+
+    # a warm load decodes nothing and opens no source file; images are memory-mapped
+    monkeypatch.setattr(data.gzip, "open", lambda *a, **k: pytest.fail("source opened"))
+    warm = data.load("fashion_mnist", root)
+    assert len(calls) == 8 and _same_data(warm, plain)
+    raw = data._read_idx_splits("fashion_mnist", root)
+    assert not raw["train_x"].numpy().flags.owndata  # a view of the mapped file
+    assert raw["train_y"].dtype == torch.int64 and len(calls) == 8
+
+
+def test_idx_cache_edited_source_gets_a_new_entry(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "root"
+    write_dataset(root / "mnist")
+    first = data.load("mnist", root)
+    path = root / "mnist" / file_name("test_y")
+    labels = read_idx(path).copy()
+    labels[:5] = (labels[:5] + 1) % 10
+    write_idx(labels, path)  # same size
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # coarse clocks
+    calls = _count_read_idx(monkeypatch)
+    edited = data.load("mnist", root)
+    assert len(calls) == 4 and len(_entries(root)) == 2
+    assert torch.equal(edited.test_y[:5], (first.test_y[:5] + 1) % 10)
+    assert _same_data(edited, data.load("mnist", root, cache=False))
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL or KeyboardInterrupt halfway through writing the cache."""
+
+
+def test_idx_cache_failed_decode_leaves_nothing_that_looks_finished(tmp_path, monkeypatch):
+    from lmcpipe import datacache
+
+    root = tmp_path / "root"
+    write_dataset(root / "fashion_mnist")
+    path = root / "fashion_mnist" / file_name("test_x")
+    good = path.read_bytes()
+    path.write_bytes(good[:-100])  # truncated: read_idx raises
+    with pytest.raises(DataError, match="header says"):
+        data.load("fashion_mnist", root)
+    assert [p.suffix for p in (root / ".cache").iterdir()] == [".lock"]
+
+    path.write_bytes(good)
+    real, saved = datacache._save_npy, []
+
+    def dies_after_one(tmp, array):
+        if saved:
+            raise _Killed
+        real(tmp, array)
+        saved.append(tmp)
+
+    monkeypatch.setattr(datacache, "_save_npy", dies_after_one)
+    with pytest.raises(_Killed):
+        data.load("fashion_mnist", root)
+    left = [p.name for p in (root / ".cache").iterdir()]
+    assert _entries(root) == [] and not any(n.endswith(".tmp") for n in left)
+    monkeypatch.undo()
+    calls = _count_read_idx(monkeypatch)  # the incomplete entry is decoded again
+    assert _same_data(data.load("fashion_mnist", root),
+                      data.load("fashion_mnist", root, cache=False))
+    assert len(calls) == 8 and len(_entries(root)) == 1
+
+
+def test_idx_cache_unwritable_root_decodes_without_cache(tmp_path, capsys):
+    root = tmp_path / "root"
+    write_dataset(root / "fashion_mnist")
+    (root / ".cache").write_text("a file where the cache folder would go")  # mkdir fails
+    first = data.load("fashion_mnist", root)
+    again = data.load("fashion_mnist", root)
+    err = capsys.readouterr().err
+    assert err.count("cannot write the data cache") == 1 and "decoding without a cache" in err
+    assert _same_data(first, data.load("fashion_mnist", root, cache=False))
+    assert _same_data(again, first)
+
+
+def test_idx_cache_concurrent_loads_decode_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    root = tmp_path / "root"
+    write_dataset(root / "fashion_mnist")
+    calls, real = [], data.read_idx
+
+    def slow(path):
+        calls.append(path)
+        time.sleep(0.05)  # widen the window in which both loads would decode without the lock
+        return real(path)
+
+    monkeypatch.setattr(data, "read_idx", slow)
+    start, results = threading.Barrier(2), []
+
+    def job():
+        start.wait()
+        results.append(data.load("fashion_mnist", root))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and _same_data(*results)
+    assert len(calls) == 4 and len(_entries(root)) == 1  # flock: one decoder, one mapper

@@ -30,6 +30,7 @@ import torch
 # ``data`` imports this module once it is wired in; refer to ``data.DataError`` at call time so
 # that either module can be imported first.
 from lmcpipe import data as _data
+from lmcpipe import datacache
 
 
 @dataclass(frozen=True)
@@ -199,15 +200,29 @@ def missing_message(dataset: str, root: str | Path) -> str:
             f" (the python version of the archive, folder {layout.folder}) in one of: {where}")
 
 
-def load_cifar(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
-    """Both splits of ``dataset``: uint8 ``train_x``/``test_x``, int64 ``train_y``/``test_y``."""
+def load_cifar(dataset: str, root: str | Path, cache: bool = True) -> dict[str, torch.Tensor]:
+    """Both splits of ``dataset``: uint8 ``train_x``/``test_x``, int64 ``train_y``/``test_y``.
+
+    Decoded once into the data root's cache and memory-mapped after that
+    (``datacache.cached_splits``); ``cache=False`` reads the pickles and touches no cache.
+    """
     directory = locate_cifar(dataset, root)
     if directory is None:
         raise _data.DataError(missing_message(dataset, root))
-    classes = CIFAR[dataset].classes
-    train_x, train_y = read_cifar(directory, "train", classes)
-    test_x, test_y = read_cifar(directory, "test", classes)
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    layout = CIFAR[dataset]
+    sources = [directory / name for name in layout.train_files + layout.test_files]
+    return datacache.cached_splits(dataset, root, sources,
+                                   lambda: decode_cifar(directory, layout.classes), cache)
+
+
+def decode_cifar(directory: str | Path, classes: int) -> dict[str, np.ndarray]:
+    """Both splits of a CIFAR folder as arrays: uint8 images, and labels as uint8 (``read_batch``
+    checked them to lie in [0, classes), classes <= 100) so the cache holds only bytes."""
+    out = {}
+    for split in ("train", "test"):
+        images, labels = read_cifar(directory, split, classes)
+        out[f"{split}_x"], out[f"{split}_y"] = images.numpy(), labels.numpy().astype(np.uint8)
+    return out
 
 
 # --- writing (for tests): the opcodes Python 2's cPickle wrote at protocol 2 ------------------

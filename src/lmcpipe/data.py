@@ -3,6 +3,9 @@
 MNIST-style datasets come as four IDX files (optionally gzipped). They are found under the
 configured data root, in torchvision's layout, or where Debian's ``dataset-fashion-mnist`` installs
 them; torchvision downloads them only when they are absent and the network answers.
+
+Decoded MNIST-style and CIFAR splits are kept in a cache under ``<data_root>/.cache``
+(``lmcpipe.datacache``), so only the first job decodes the original files.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from lmcpipe import datacache
 
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -273,26 +278,32 @@ def download(dataset: str, root: str | Path) -> list[Path]:
     return targets
 
 
-def _read_idx_splits(dataset: str, root: str | Path) -> dict[str, torch.Tensor]:
-    files = locate(dataset, root)
-    if files is None:
-        raise DataError(missing_message(dataset, root))
+def _decode_idx(files: dict[str, Path]) -> dict[str, np.ndarray]:
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
         n_x, n_y = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
         if n_x != n_y:
             raise DataError(f"{files[split + '_y']}: {n_y} labels for {n_x} {split} images")
-    return {k: torch.from_numpy(a.astype(np.int64) if k.endswith("_y") else a)
-            for k, a in arrays.items()}
+    return arrays
 
 
-def _read_splits(dataset: str, root: str | Path, size: int) -> dict[str, torch.Tensor]:
+def _read_idx_splits(dataset: str, root: str | Path, cache: bool = True
+                     ) -> dict[str, torch.Tensor]:
+    files = locate(dataset, root)
+    if files is None:
+        raise DataError(missing_message(dataset, root))
+    return datacache.cached_splits(dataset, root, list(files.values()),
+                                   lambda: _decode_idx(files), cache)
+
+
+def _read_splits(dataset: str, root: str | Path, size: int,
+                 cache: bool = True) -> dict[str, torch.Tensor]:
     """uint8 images (N, ...) and int64 labels of both splits, in the dataset's own format."""
     info = DATASETS[dataset]
     if info.format == "cifar":
         from lmcpipe import cifar
 
-        return cifar.load_cifar(dataset, root)
+        return cifar.load_cifar(dataset, root, cache)
     if info.format == "imagefolder":
         from lmcpipe import imagefolder
 
@@ -303,17 +314,31 @@ def _read_splits(dataset: str, root: str | Path, size: int) -> dict[str, torch.T
         test_x, test_y, _, _ = imagefolder.cached_split(directory / "val", size, classes)
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
                 "mean": torch.tensor(meta["mean"]), "std": torch.tensor(meta["std"])}
-    return _read_idx_splits(dataset, root)
+    return _read_idx_splits(dataset, root, cache)
+
+
+def train_stats(fmt: str, train_x: torch.Tensor,
+                shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the training pixels / 255: scalar for one-channel IDX data (as before),
+    per channel (``augment.channel_stats``) otherwise."""
+    if fmt == "idx":
+        train = train_x.float() / 255.0
+        return train.mean().reshape(1), train.std().reshape(1)
+    from lmcpipe.augment import channel_stats
+
+    return channel_stats(train_x.reshape(-1, *shape))
 
 
 def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
-         image_size: int = 0) -> Data:
+         image_size: int = 0, cache: bool = True) -> Data:
     """Read a dataset into tensors on ``device``, normalised by the training pixels' statistics.
 
     MNIST-style and CIFAR data are held normalised in float32; ImageNet stays uint8 in a
     memory-mapped cache on the host (a float copy would not fit in memory, nor often the uint8
     one) and ``Data.prepare`` moves and normalises each batch. ``image_size`` sets
     the resolution ImageFolder images are stored and trained at (0: the dataset's nominal size).
+    ``cache=False`` decodes MNIST-style and CIFAR data from the source files without reading or
+    writing the decode cache (``datacache.cached_splits``; ImageNet is always cached).
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
@@ -323,7 +348,7 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
         if info.format != "imagefolder":
             raise DataError(f"image_size applies to image folders, not to '{dataset}'")
         shape = (shape[0], image_size, image_size)
-    raw = _read_splits(dataset, root, shape[-1])
+    raw = _read_splits(dataset, root, shape[-1], cache)
     for name in ("train", "test"):
         x = raw[f"{name}_x"]
         if tuple(x.shape[-2:]) != shape[-2:] or x.numel() // len(x) != math.prod(shape):
@@ -331,13 +356,8 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
                             f"expected {shape}")
     if "mean" in raw:  # computed once, with the image cache
         mean, std = raw["mean"], raw["std"]
-    elif info.format == "idx":  # one channel: scalar statistics, as before
-        train = raw["train_x"].float() / 255.0
-        mean, std = train.mean().reshape(1), train.std().reshape(1)
-    else:
-        from lmcpipe.augment import channel_stats
-
-        mean, std = channel_stats(raw["train_x"].reshape(-1, *shape))
+    else:  # recomputed from the (cached) pixels: bit for bit what decoding them would give
+        mean, std = train_stats(info.format, raw["train_x"], shape)
     out = Data(raw["train_x"].reshape(-1, *shape), raw["train_y"],
                raw["test_x"].reshape(-1, *shape), raw["test_y"], mean=mean, std=std)
     if info.format != "imagefolder":

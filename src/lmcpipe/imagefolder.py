@@ -20,8 +20,6 @@ Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lmcpipe import atomic
+from lmcpipe import atomic, datacache
 from lmcpipe import data as _data  # for DataError; see the note in ``cifar``
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
@@ -118,15 +116,6 @@ def decode_into(out: np.ndarray, files: list[Path], size: int, workers: int | No
             list(pool.map(fill, range(len(files))))  # re-raises the first DataError
 
 
-def _folder_key(files: list[Path], directory: Path, size: int) -> str:
-    """Hash of the image list (relative paths, sizes, mtimes) and the resolution."""
-    h = hashlib.sha256(f"{size}".encode())
-    for path in files:
-        st = path.stat()
-        h.update(f"\0{path.relative_to(directory)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def cached_split(directory: str | Path, size: int, classes: list[str] | None = None,
                  workers: int | None = None, cache_dir: str | Path | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
@@ -144,10 +133,10 @@ def cached_split(directory: str | Path, size: int, classes: list[str] | None = N
     _check_classes(directory, names, classes)
     cache = Path(cache_dir) if cache_dir else directory.parent / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
-    stem = f"{directory.name}-{size}px-{_folder_key(files, directory, size)}"
+    # the image list (relative paths, sizes, mtimes) and the resolution
+    stem = f"{directory.name}-{size}px-{datacache.file_key(files, str(size), base=directory)}"
     array_path, meta_path = cache / f"{stem}.npy", cache / f"{stem}.json"
-    with open(cache / f"{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one decoder; the others wait, then map its file
+    with datacache.locked(cache / f"{stem}.lock"):  # one decoder; the others wait, then map
         if not meta_path.exists():
             stats = {}
 
