@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data
+from lmcpipe import atomic, data, models
 from lmcpipe.barrier import barrier
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
 from lmcpipe.seeds import generator
-from lmcpipe.train import load_model, pick_device
+from lmcpipe.train import pick_device
 
 
 def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
@@ -93,18 +93,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
 
 
+def add_pairs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
+    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
+    p.add_argument("--pairs", required=True, help="JSON list of {copy1, copy2, out}")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str, str]],
+                      device: torch.device) -> None:
+    """The path of every pair ({copy1, copy2, out}) of a cohort, in one process: the data are
+    read and the network built once for all of them."""
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
+    model = models.build(hp.model, hp.dataset).to(device)
+    for pair in pairs:
+        a, b = ({k: v.to(device) for k, v in atomic.load_torch(pair[c])["state_dict"].items()}
+                for c in ("copy1", "copy2"))
+        path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples, ip.bn_mode,
+                           ip.bn_batches, hp.batch_size)
+        atomic.save_frame(path, pair["out"])
+        print(pair["out"] + ": " + ", ".join(
+            f"{row.split} barrier {row.barrier:.4f}" for row in barrier(path).itertuples()))
+
+
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
-    ip = from_json(InterpHParams, args.interp)
-    device = pick_device(args.device)
-    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    model, _ = load_model(hp, args.copy1)
-    model.to(device)
-    a = {k: v.to(device) for k, v in atomic.load_torch(args.copy1)["state_dict"].items()}
-    b = {k: v.to(device) for k, v in atomic.load_torch(args.copy2)["state_dict"].items()}
-    path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples, ip.bn_mode,
-                       ip.bn_batches, hp.batch_size)
-    atomic.save_frame(path, args.out)
-    for row in barrier(path).itertuples():
-        print(f"{row.split} barrier {row.barrier:.4f}")
+    interpolate_files(from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
+                      [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}],
+                      pick_device(args.device))
+
+
+def pairs_main(args: argparse.Namespace) -> None:
+    import json
+
+    torch.set_num_threads(args.threads)
+    pairs = json.loads(args.pairs)
+    if not pairs:
+        raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
+    interpolate_files(from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
+                      pairs, pick_device(args.device))

@@ -140,3 +140,20 @@ def oneshot_arm(method: str, steps: int) -> str:
 def probe(exp: str, seed: int, k: int, kind: str, lvl: int, arm: str) -> str:
     """Directory of one probe run (start/mask, model.pt, metrics.csv, path.csv)."""
     return PROBE.format(exp=exp, seed=seed, k=k, probe=kind, level=lvl, arm=arm)
+
+
+# --- files of unfinished work, next to a run's model.pt (never inputs of another job) --------
+def resume_file(model_out: str) -> str:
+    """Resume checkpoint of a run in progress (model, optimiser, step, metrics, RNG state)."""
+    return model_out + ".resume"
+
+
+def partial_file(model_out: str) -> str:
+    """A cohort member that finished training while its cohort has not: the weights and
+    metrics its model.pt and metrics.csv get once the whole cohort is done."""
+    return model_out + ".partial"
+
+
+def stack_resume_file(first_model_out: str) -> str:
+    """Resume checkpoint of a stacked chunk of cohort members, next to its first member's."""
+    return first_model_out + ".stack.resume"

@@ -70,6 +70,83 @@ def runs(exp: Experiment) -> list[Run]:
     return sorted(out)
 
 
+# --- cohorts: the runs one training job trains together ------------------------------------
+# A cohort is the runs of one (init seed, k, level) that follow the same schedule: "dense" is
+# level 0 at k = 0 (the dense run and the pairs forked at 0), "fork" level 0 at k > 0, "level" a
+# pruning level n >= 1 (IMP copies of every order, the chain's retrain run among them, and the
+# baselines), "restart" the Fig 4 control at k > 0. Which runs a cohort holds depends only on the
+# experiment and the kind, so each (experiment, kind) is one Snakemake rule whose outputs are
+# patterns in {seed}, {k} and {level}.
+COHORT_KINDS = ("dense", "fork", "level", "restart")
+
+
+def _pair_steps(exp: Experiment) -> set[int]:
+    return set(exp.fork_steps) | set(exp.prune.rewind_steps)
+
+
+def cohort_shape(exp: Experiment, kind: str) -> list[tuple[str, int, int]]:
+    """(variant, order, copy) of every run of a cohort of this kind."""
+    both = [(d, c) for d in exp.orders for c in (1, 2)]
+    if kind == "dense":
+        shape = [("imp", d, c) for d, c in both] if 0 in _pair_steps(exp) else []
+        return shape or [("imp", exp.chain_order, 1)]  # the dense run is always trained
+    if kind == "fork":
+        return [("imp", d, c) for d, c in both]
+    if kind == "restart":
+        return [("restart", d, c) for d, c in both]
+    if kind == "level":
+        base = both if exp.prune.baseline_pairs else [(d, 1) for d in exp.orders]
+        return [("imp", d, c) for d, c in both] + [
+            (v, d, c) for v in exp.prune.baselines for d, c in base]
+    raise ValueError(f"unknown cohort kind '{kind}'")
+
+
+def cohort_pairs_shape(exp: Experiment, kind: str) -> list[tuple[str, int]]:
+    """(variant, order) of every pair of a cohort whose path is measured."""
+    shape = {(v, d) for v, d, c in cohort_shape(exp, kind) if c == 2}
+    return sorted(shape, key=lambda vd: (vd[0] != "imp", vd))
+
+
+def cohort_kinds(exp: Experiment) -> list[str]:
+    """The kinds of cohort an experiment has."""
+    kinds = ["dense"]
+    kinds += ["fork"] if _pair_steps(exp) - {0} else []
+    kinds += ["level"] if exp.prune.levels else []
+    kinds += ["restart"] if exp.control and set(exp.fork_steps) - {0} else []
+    return kinds
+
+
+def cohort_kind(variant: str, k: int, level: int) -> str:
+    if variant == "restart":
+        return "restart"
+    if level:
+        return "level"
+    return "dense" if k == 0 else "fork"
+
+
+def cohort(exp: Experiment, seed: int, k: int, level: int, kind: str) -> list[Run]:
+    """The runs of one cohort, in the order they are trained and stacked."""
+    return [Run(seed, k, v, level, d, c) for v, d, c in cohort_shape(exp, kind)]
+
+
+def cohorts(exp: Experiment) -> list[tuple[int, int, int, str]]:
+    """(seed, k, level, kind) of every cohort of an experiment."""
+    out = []
+    for s in exp.inits:
+        out.append((s, 0, 0, "dense"))
+        out += [(s, k, 0, "fork") for k in sorted(_pair_steps(exp) - {0})]
+        if "restart" in cohort_kinds(exp):
+            out += [(s, k, 0, "restart") for k in sorted(set(exp.fork_steps) - {0})]
+        out += [(s, k, n, "level") for k in exp.prune.rewind_steps
+                for n in range(1, exp.prune.levels + 1)]
+    return out
+
+
+def start_step(run: Run) -> int:
+    """Schedule position of a run's start: k, or 0 for the restarted-schedule control."""
+    return 0 if run.variant == "restart" else run.k
+
+
 def path_file(exp: Experiment, pair: Pair) -> str:
     return paths.path(exp.name, pair.seed, pair.k, pair.variant, pair.level, pair.order)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, masks, models, optim
+from lmcpipe import atomic, data, masks, models, optim, paths
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams, from_json, to_json
 from lmcpipe.models import PrunableModel
@@ -88,7 +88,7 @@ def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch
     return term
 
 
-def _eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
+def eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
     with autocast(hp, dataset.device):
         metrics = evaluate_splits(model, dataset, hp.eval_train_examples)
     return [
@@ -159,7 +159,7 @@ def train(
     cache: dict = {}
     while step < stop:
         if step in eval_at and step not in done:
-            rows += _eval_rows(model, dataset, hp, step)
+            rows += eval_rows(model, dataset, hp, step)
             done.add(step)
         # indices live with the images (on the host for memory-mapped ImageNet); index_select
         # is several times faster than x[idx] for a batch of rows on the CPU
@@ -193,7 +193,7 @@ def train(
                 resume_path,
             )
     if record and stop not in done:
-        rows += _eval_rows(model, dataset, hp, stop)
+        rows += eval_rows(model, dataset, hp, stop)
     return rows
 
 
@@ -266,21 +266,37 @@ def _file_digest(path: str | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
 
 
+def run_fingerprint(hp: TrainHParams, seed: int, start_step: int, stop_step: int | None,
+                    level: int, order: int, copy: int, start: str | None, mask: str | None,
+                    references: list[str] | tuple[str, ...] = ()) -> str:
+    """What a run's result depends on (hparams, seeds, the bytes of its start point, mask and
+    references; no start point = the random-reinit baseline): a resume or partial file written
+    under another fingerprint is stale."""
+    identity = [to_json(hp), seed, not start, start_step, stop_step, level, order, copy,
+                _file_digest(start), _file_digest(mask)]
+    identity += [_file_digest(r) for r in references]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def start_model(hp: TrainHParams, start: str | None, seed: int, start_step: int,
+                level: int) -> PrunableModel:
+    """The network a run starts from: the weights of ``start`` (W_k), or without one the
+    random-reinit baseline's fresh init seeded by (seed, k, level)."""
+    if start:
+        return load_model(hp, start)[0]
+    return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level)
+
+
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     hp = from_json(TrainHParams, args.hparams)
     device = pick_device(args.device)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    if args.reinit:
-        model = models.build_initialised(hp.model, hp.dataset, "reinit", args.seed, args.start_step,
-                                         args.level)
-    else:
-        model, _ = load_model(hp, args.start)
-    identity = [to_json(hp), args.seed, args.reinit, args.start_step, args.stop_step, args.level,
-                args.order, args.copy, _file_digest(args.start), _file_digest(args.mask)]
-    identity += [_file_digest(r) for r in args.references]
-    fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-    resume = args.model_out + ".resume"
+    model = start_model(hp, None if args.reinit else args.start, args.seed, args.start_step,
+                        args.level)
+    fingerprint = run_fingerprint(hp, args.seed, args.start_step, args.stop_step, args.level,
+                                  args.order, args.copy, args.start, args.mask, args.references)
+    resume = paths.resume_file(args.model_out)
     rows = train(
         hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
         stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,

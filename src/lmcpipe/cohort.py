@@ -1,0 +1,165 @@
+"""Stage: train a cohort — the runs of one (init seed, k, level) — in one process.
+
+Per-job fixed cost (``import torch``, reading the data, building the network) was about two thirds
+of a demo job when every run was its own job; a cohort pays it once for all its runs. Members are
+trained in chunks of at most ``stack``: a chunk of one is ``train.train`` exactly as a single run
+(bit for bit: the same function, the global RNG reset to the state a fresh process has), a larger
+chunk is one stacked model (``lmcpipe.stacked``). Runs with paper B's repellent term are always
+trained alone.
+
+Resumption: a member whose chunk finished is kept in a ``.partial`` file beside its ``model.pt``
+(weights, metrics, fingerprint) until the whole cohort is done; a chunk in progress keeps its
+resume checkpoint. A killed cohort restarts from both and ends with the same bits. ``model.pt`` and
+``metrics.csv`` of every member appear only once every member is trained, so nothing looks
+finished early, and the per-run files are where single runs used to write them: tables, figures
+and analyses read what they read before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from lmcpipe import atomic, data, masks, models, paths, stacked
+from lmcpipe.hparams import TrainHParams, from_json
+from lmcpipe.train import model_record, pick_device, run_fingerprint, start_model, train
+
+METRIC_COLUMNS = ["step", "split", "loss", "error"]
+STACK_DEFAULTS = {"cpu": 1, "cuda": 16}  # members per stacked step when resources.stack is 0
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a cohort: where it starts, its mask, its data-order stream, where it goes."""
+
+    order: int
+    copy: int
+    model_out: str
+    metrics_out: str
+    start: str = ""  # W_k artifact; empty: the random-reinit baseline's fresh init
+    mask: str = ""
+    references: tuple[str, ...] = field(default=())
+
+
+def members_from_json(text: str) -> list[Member]:
+    items = json.loads(text)
+    return [Member(**{**m, "references": tuple(m.get("references", ()))}) for m in items]
+
+
+def default_stack(device: torch.device) -> int:
+    """Members per stacked step when the experiment leaves it to lmcpipe (measured in
+    ``bench/cohort_throughput.py``: on a CPU one after another is fastest)."""
+    return STACK_DEFAULTS.get(device.type, 1)
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
+                 members: list[Member], dataset: data.Data, stack: int = 1
+                 ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
+    """Train every member to ``hp.steps``; returns (state dict, metrics rows) per member.
+
+    Finished members are kept in their partial files (``paths.partial_file``), so a call after a
+    kill trains only what is left; the caller writes the artifacts and removes the partials.
+    """
+    fresh_rng = torch.get_rng_state()
+    prints = [run_fingerprint(hp, seed, start_step, None, level, m.order, m.copy, m.start or None,
+                              m.mask or None, m.references) for m in members]
+    done: dict[int, tuple[dict, list[dict]]] = {}
+    for i, m in enumerate(members):
+        part = paths.partial_file(m.model_out)
+        if os.path.exists(part):
+            state = atomic.load_torch(part)
+            if state["fingerprint"] == prints[i]:
+                done[i] = state["state_dict"], json.loads(state["rows"])
+    todo = [i for i in range(len(members)) if i not in done]
+    if done:
+        print(f"cohort: {len(done)} of {len(members)} members already trained")
+    repel = [i for i in todo if members[i].references and hp.repel_lambda]
+    solo = todo if stack <= 1 else repel
+    together = [i for i in todo if i not in solo]
+    chunks = [[i] for i in solo] + _chunks(together, stack)
+    for chunk in sorted(chunks):
+        if len(chunk) == 1:
+            i = chunk[0]
+            m = members[i]
+            torch.set_rng_state(fresh_rng)  # as in a process of its own
+            model = start_model(hp, m.start or None, seed, start_step, level)
+            rows = train(hp, model, dataset, order=m.order, copy=m.copy, start_step=start_step,
+                         mask=masks.load(m.mask or None), fingerprint=prints[i],
+                         resume_path=paths.resume_file(m.model_out),
+                         references=[atomic.load_torch(r)["state_dict"] for r in m.references])
+            results = [({k: v.detach().cpu() for k, v in model.state_dict().items()}, rows)]
+        else:
+            starts = [start_model(hp, members[i].start or None, seed, start_step, level)
+                      .state_dict() for i in chunk]
+            key = hashlib.sha256(json.dumps([prints[i] for i in chunk]).encode()).hexdigest()
+            finals, rows = stacked.train_stacked(
+                hp, models.build(hp.model, hp.dataset), starts, dataset,
+                [(members[i].order, members[i].copy) for i in chunk],
+                [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
+                resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key)
+            results = list(zip(finals, rows, strict=True))
+        for i, (state, rows) in zip(chunk, results, strict=True):
+            atomic.save_torch({"fingerprint": prints[i], "state_dict": state,
+                               "rows": json.dumps(rows)}, paths.partial_file(members[i].model_out))
+            done[i] = state, rows
+        for resume in (paths.resume_file(members[chunk[0]].model_out),
+                       paths.stack_resume_file(members[chunk[0]].model_out)):
+            if os.path.exists(resume):
+                os.unlink(resume)
+    return [done[i] for i in range(len(members))]
+
+
+def write_members(hp: TrainHParams, members: list[Member],
+                  results: list[tuple[dict[str, torch.Tensor], list[dict]]]) -> None:
+    """Every member's model.pt and metrics.csv, then the partial files go."""
+    template = models.build(hp.model, hp.dataset)
+    for m, (state, rows) in zip(members, results, strict=True):
+        template.load_state_dict(state)
+        atomic.save_rows(rows, METRIC_COLUMNS, m.metrics_out)
+        atomic.save_torch(model_record(template, hp.model, hp.steps), m.model_out)
+    for m in members:
+        if os.path.exists(paths.partial_file(m.model_out)):
+            os.unlink(paths.partial_file(m.model_out))
+
+
+# --- CLI -------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--seed", type=int, required=True, help="init seed s")
+    p.add_argument("--start-step", type=int, required=True,
+                   help="k: schedule position of the start (0 for the restarted control)")
+    p.add_argument("--level", type=int, required=True, help="pruning level (seeds reinit)")
+    p.add_argument("--members", required=True,
+                   help="JSON list of {order, copy, model_out, metrics_out, start, mask, "
+                        "references}")
+    p.add_argument("--stack", type=int, default=0,
+                   help="members per stacked step (0: the device's default, "
+                        f"{STACK_DEFAULTS})")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    hp = from_json(TrainHParams, args.hparams)
+    members = members_from_json(args.members)
+    if not members:
+        raise SystemExit("lmcpipe cohort: --members lists no run")
+    device = pick_device(args.device)
+    stack = args.stack or default_stack(device)
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
+    print(f"cohort of {len(members)} runs on {device}, {stack} per stacked step")
+    results = train_cohort(hp, args.seed, args.start_step, args.level, members, dataset, stack)
+    write_members(hp, members, results)
+    for m, (_, rows) in zip(members, results, strict=True):
+        final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
+        print(f"{m.model_out}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))
