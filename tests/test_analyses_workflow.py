@@ -154,8 +154,8 @@ def test_repellent_sweep_feeds_earlier_optima_to_the_imp_runs(tmp_path):
                         "results/rep_rl2/s0/k0/imp/L2/retrain/model.pt")
     assert planned.returncode == 0, planned.stderr[-3000:]
     out = planned.stdout
-    assert "--references results/rep_rl2/s0/dense/model.pt" \
-           " results/rep_rl2/s0/k0/imp/L1/retrain/model.pt" in out
+    assert '"references": ["results/rep_rl2/s0/dense/model.pt",' \
+           ' "results/rep_rl2/s0/k0/imp/L1/retrain/model.pt"]' in out
     plain = snakemake(tmp_path, config, "-n", "-p",
                       "results/rep_rl0/s0/k0/imp/L2/retrain/model.pt")
-    assert "--references" not in plain.stdout
+    assert '"references": ["' not in plain.stdout

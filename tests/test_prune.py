@@ -132,7 +132,7 @@ def test_mask_file_round_trip(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name != "mask.pt"]  # no temp files left
 
 
-def test_prune_and_random_mask_cli(tmp_path, capsys):
+def test_prune_cli_writes_the_imp_and_the_random_pruning_mask(tmp_path, capsys):
     model = lenet(seed=7)
     model_path = tmp_path / "model.pt"
     atomic.save_torch(model_record(model, "lenet_300_100", 30), model_path)
@@ -147,16 +147,15 @@ def test_prune_and_random_mask_cli(tmp_path, capsys):
     assert all(torch.equal(level1[n], expected[n]) for n in expected)
     assert atomic.load_torch(m1)["level"] == 1
 
+    rnd = str(tmp_path / "rand.pt")
     assert cli.main(["prune", "--model", str(model_path), "--mask", m1, "--fraction", "0.2",
-                     "--level", "2", "--out", m2]) == 0
+                     "--level", "2", "--out", m2, "--random-out", rnd, "--seed", "3",
+                     "--k", "0"]) == 0
     level2 = masks.load(m2)
     assert all(not (level2[n] & ~level1[n]).any() for n in level2)
     assert masks.density(level2) == pytest.approx(masks.density(expected) * 0.8, abs=1e-5)
     assert f"level 2: density {masks.density(level2):.6f}" in capsys.readouterr().out
 
-    rnd = str(tmp_path / "rand.pt")
-    assert cli.main(["random-mask", "--mask", m2, "--seed", "3", "--k", "0", "--level", "2",
-                     "--out", rnd]) == 0
     shuffled = masks.load(rnd)
     assert all(torch.equal(shuffled[n], t)
                for n, t in masks.shuffle_within_layers(level2, 3, 0, 2).items())

@@ -108,7 +108,7 @@ def test_full_run_produces_figures_and_tidy_tables(workdir):
     assert set(runs["variant"]) == {"imp", "randprune", "reinit"}
     # every artifact is complete: no temporary or resume files left behind
     leftovers = [p for p in (workdir / "results").rglob("*")
-                 if p.name.endswith((".tmp", ".resume"))]
+                 if p.name.endswith((".tmp", ".resume", ".partial"))]
     assert leftovers == []
 
 
@@ -116,7 +116,7 @@ def test_dense_run_serves_as_copy_one_at_level_zero(workdir):
     """Level 0 at k = 0, order 0, copy 1 is the dense run: no retrain job was planned for it."""
     planned = (workdir / "planned.txt").read_text()
     assert "results/tiny/s0/k0/imp/L0/retrain" not in planned
-    assert job_counts(planned)["dense"] == 1
+    assert job_counts(planned)["cohort_dense_tiny"] == 1
 
 
 def test_second_run_has_nothing_to_do(workdir):
@@ -129,16 +129,17 @@ def test_second_run_has_nothing_to_do(workdir):
 def test_changing_alphas_reruns_only_interpolation_and_reports(workdir):
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), instability__alphas=7),
                                   "-n").stdout)
-    assert set(counts) == {"interpolate", "aggregate", "figure", "all"}
+    assert set(counts) == {"interpolate_dense_tiny", "interpolate_fork_tiny",
+                           "interpolate_level_tiny", "aggregate", "figure", "all"}
 
 
 def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), prune__fraction=0.5),
                                   "-n").stdout)
-    assert counts["prune"] == 2 and counts["random_mask"] == 2
-    assert not {"init", "dense", "rewind"} & set(counts)
-    # level 1 and 2 of IMP (retrain + 3 forks each) and of both baselines (2 runs each)
-    assert counts["retrain"] + counts["fork"] == 2 * 4 + 2 * 2 * 2
+    assert counts["prune"] == 2
+    assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
+    # the cohorts of level 1 and 2: IMP (4 copies each) and both baselines (2 runs each)
+    assert counts["cohort_level_tiny"] == 2
 
 
 def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
@@ -150,9 +151,19 @@ def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
     per_seed = {k: v for k, v in first.items() if k not in ("aggregate", "figure", "all")}
     assert {k: v for k, v in counts.items() if k in per_seed} == per_seed
     counts = job_counts(snakemake(workdir, with_changes(base, prune__levels=3), "-n").stdout)
-    assert counts["prune"] == 1 and counts["random_mask"] == 1
-    assert counts["retrain"] + counts["fork"] == 4 + 2 * 2
-    assert not {"init", "dense", "rewind"} & set(counts)
+    assert counts["prune"] == 1
+    assert counts["cohort_level_tiny"] == 1
+    assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
+
+
+def test_changing_the_baselines_reruns_only_the_level_cohorts(workdir):
+    """A cohort's runs are a param of its job: dropping a baseline reruns the cohorts that held
+    it (and what reads them), not the dense and fork cohorts."""
+    counts = job_counts(snakemake(workdir, with_changes(config_of(workdir),
+                                                       prune__baselines=["randprune"]),
+                                  "-n").stdout)
+    assert counts["cohort_level_tiny"] == 2
+    assert not {"init", "rewind", "prune", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
 
 
 def test_changing_training_hyperparameters_reruns_training(workdir):
@@ -225,7 +236,8 @@ def test_editing_stage_code_reruns_the_jobs_that_run_it(workdir, tmp_path):
     with open(copy / "src" / "lmcpipe" / "optim.py", "a") as f:
         f.write("\n# an edit of the training code\n")
     counts = planned()
-    assert {"init", "dense", "retrain", "fork", "rewind", "interpolate"} <= set(counts)
+    assert {"init", "cohort_dense_tiny", "cohort_fork_tiny", "cohort_level_tiny", "rewind",
+            "interpolate_level_tiny"} <= set(counts)
 
 
 def test_killed_training_job_resumes_on_the_next_run(tmp_path):
@@ -255,6 +267,6 @@ def test_killed_training_job_resumes_on_the_next_run(tmp_path):
     rerun = subprocess.run(cmd + ["--rerun-incomplete"], capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    log = (tmp_path / "logs/tiny/s0/dense.log").read_text()
+    log = (tmp_path / "logs/tiny/s0/k0/L0/dense_train.log").read_text()
     assert "resumed at step" in log
     assert (tmp_path / target).exists() and not resume.exists()

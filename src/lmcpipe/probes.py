@@ -72,43 +72,57 @@ def add_perturb_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rewind", required=True, help="rewind point W_k")
     p.add_argument("--mask", help="m_L (omit at level 0)")
     p.add_argument("--mask-next", required=True, help="m_{L+1}")
-    p.add_argument("--scale", type=float, required=True, help="c: noise norm in units of d_L")
+    p.add_argument("--scale", type=float, nargs="+", required=True,
+                   help="c: noise norm in units of d_L (one start per scale)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--level", type=int, required=True, help="L")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one file per scale")
 
 
 def perturb_main(args: argparse.Namespace) -> None:
+    """One perturbed start per scale: one job for a level's probes (the import of torch is
+    most of a job's time)."""
+    if len(args.scale) != len(args.out):
+        raise SystemExit(f"lmcpipe perturb: {len(args.scale)} scales need as many --out files, "
+                         f"got {len(args.out)}")
     record = atomic.load_torch(args.rewind)
     names = record["prunable"]
     state = record["state_dict"]
     mask_next = masks.load(args.mask_next)
     mask_l = masks.load(args.mask) or masks.ones_like({n: state[n] for n in names})
-    start, distance, norm = perturbed_start(state, names, mask_l, mask_next, args.scale,
-                                            args.seed, args.k, args.level)
-    atomic.save_torch({**record, "state_dict": start, "distance": distance, "noise_norm": norm},
-                      args.out)
-    print(f"d_L {distance:.6g}, noise norm {norm:.6g}")
+    for scale, out in zip(args.scale, args.out, strict=True):
+        start, distance, norm = perturbed_start(state, names, mask_l, mask_next, scale,
+                                                args.seed, args.k, args.level)
+        atomic.save_torch({**record, "state_dict": start, "distance": distance,
+                           "noise_norm": norm}, out)
+        print(f"c {scale:g}: d_L {distance:.6g}, noise norm {norm:.6g}")
 
 
 def add_oneshot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="θ_L")
     p.add_argument("--mask", help="m_L (omit at level 0)")
     p.add_argument("--fraction", type=float, required=True, help="f, per IMP step")
-    p.add_argument("--steps", type=int, required=True, help="j: IMP steps pruned in one shot")
-    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--steps", type=int, nargs="+", required=True,
+                   help="j: IMP steps pruned in one shot (one per --out)")
+    p.add_argument("--method", choices=METHODS, nargs="+", required=True,
+                   help="one per --out")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--level", type=int, required=True, help="L")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True)
 
 
 def oneshot_main(args: argparse.Namespace) -> None:
+    """One mask per (method, steps) arm of a level: one job for all of them."""
+    if not len(args.steps) == len(args.method) == len(args.out):
+        raise SystemExit("lmcpipe oneshot-mask: --steps, --method and --out need one value "
+                         f"per arm, got {len(args.steps)}, {len(args.method)}, {len(args.out)}")
     record = atomic.load_torch(args.model)
     theta = {n: record["state_dict"][n] for n in record["prunable"]}
-    p = oneshot_fraction(args.fraction, args.steps)
-    mask = oneshot_mask(theta, masks.load(args.mask), p, args.method, args.seed, args.k,
-                        args.level, args.steps)
-    masks.save(mask, args.out, level=args.level, steps=args.steps, fraction=p)
-    print(f"{args.method} one-shot p = {p:.4f}: density {masks.density(mask):.6f}")
+    previous = masks.load(args.mask)
+    for steps, method, out in zip(args.steps, args.method, args.out, strict=True):
+        p = oneshot_fraction(args.fraction, steps)
+        mask = oneshot_mask(theta, previous, p, method, args.seed, args.k, args.level, steps)
+        masks.save(mask, out, level=args.level, steps=steps, fraction=p)
+        print(f"{method} one-shot p = {p:.4f}: density {masks.density(mask):.6f}")

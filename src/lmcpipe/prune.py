@@ -1,4 +1,6 @@
-"""Stage: level n's IMP mask from level n-1's trained weights (global magnitude, nested)."""
+"""Stage: level n's IMP mask from level n-1's trained weights (global magnitude, nested), and
+the random-pruning baseline's mask from it (the IMP mask shuffled within each layer, seeded by
+(s, k, n)) in the same job: a mask job is mostly the import of torch."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, required=True, help="fraction of remaining removed")
     p.add_argument("--level", type=int, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--random-out", help="also write the random-pruning mask here")
+    p.add_argument("--seed", type=int, help="init seed s (seeds the random-pruning mask)")
+    p.add_argument("--k", type=int, help="rewind step k (seeds the random-pruning mask)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -22,3 +27,9 @@ def main(args: argparse.Namespace) -> None:
     mask = masks.magnitude_prune(weights, previous, args.fraction)
     masks.save(mask, args.out, level=args.level)
     print(f"level {args.level}: density {masks.density(mask):.6f}")
+    if args.random_out:
+        if args.seed is None or args.k is None:
+            raise SystemExit("lmcpipe prune: --random-out needs --seed and --k")
+        shuffled = masks.shuffle_within_layers(mask, args.seed, args.k, args.level)
+        masks.save(shuffled, args.random_out, level=args.level)
+        print(f"random mask level {args.level}: density {masks.density(shuffled):.6f}")

@@ -131,8 +131,8 @@ def runs(cluster, tmp_path_factory) -> dict:
 
 def test_jobs_are_submitted_as_one_batch_job_per_level(runs):
     jobids = SUBMITTED.findall(runs["output"])
-    # per experiment: group k0/L0 (init, dense, fork, interpolate) and k0/L1 (prune,
-    # random_mask, retrain x 3, fork, interpolate); aggregate runs locally
+    # per experiment: group k0/L0 (init, the dense cohort, its interpolation) and k0/L1
+    # (prune with the random mask, the level-1 cohort, its interpolation); aggregate runs locally
     assert len(jobids) == 4, runs["output"][-3000:]
     accounted = sacct(jobids)
     assert set(accounted) == set(jobids)
@@ -202,7 +202,8 @@ def test_experiment_resources_become_job_resources(tmp_path, resources, cluster,
     config = {"data_root": str(tmp_path / "data"), "experiments": {"tiny": exp}}
     args = ["--config", f"cluster={cluster}"] if cluster else []
     planned = planned_resources(tmp_path, config, paths.path("tiny", 0, 0, "imp", 1, 0), *args)
-    assert {"init", "dense", "prune", "retrain", "fork", "interpolate"} <= set(planned)
+    assert {"init", "cohort_dense_tiny", "prune", "cohort_level_tiny",
+            "interpolate_level_tiny"} <= set(planned)
     for rule, line in planned.items():
         for item in expected:
             assert item in line + ",", (rule, line)
@@ -216,5 +217,5 @@ def test_required_gpu_fails_with_a_clear_message_without_one(tmp_path):
     config = {"data_root": str(tmp_path / "data"), "experiments": {"tiny": exp}}
     result = snakemake(tmp_path, config, "results/tiny/s0/dense/model.pt", "--cores", "1")
     assert result.returncode != 0
-    log = (tmp_path / "logs/tiny/s0/dense.log").read_text()
+    log = (tmp_path / "logs/tiny/s0/k0/L0/dense_train.log").read_text()
     assert "--device cuda: torch sees no CUDA device" in log, log[-2000:]

@@ -91,127 +91,72 @@ rule curvature:
         " --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
-rule perturb_start:
-    input:
-        unpack(perturb_start_inputs),
-    output:
-        paths.PROBE_START.replace("{probe}", "perturb"),
-    params:
-        scale=lambda w: w.arm.removeprefix("c"),
-        mask=mask_args,
-        code=codever.version("probes"),
-    threads: aux_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        probe_group
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/perturb/L{level}/{arm}_start.log",
-    shell:
-        "python -m lmcpipe perturb --rewind {input.rewind} {params.mask}"
-        " --mask-next {input.mask_next} --scale {params.scale} --seed {wildcards.seed}"
-        " --k {wildcards.k} --level {wildcards.level} --out {output} > {log} 2>&1"
+# Paper C probes: the perturbed starts (perturb) and one-shot masks (oneshot) of one level, all
+# arms in one job; the arms are the experiment's, hence one rule per experiment.
+for _exp in EXPERIMENTS.values():
+    if plan.probes(_exp, "perturb"):
+
+        rule:
+            name:
+                f"perturb_start_{_exp.name}"
+            input:
+                unpack(perturb_start_inputs),
+            output:
+                probe_setup_outputs(_exp, "perturb"),
+            wildcard_constraints:
+                exp=_exp.name,
+            params:
+                scales=" ".join(f"{p.scale:g}" for p in probe_arms(_exp, "perturb")),
+                mask=mask_args,
+                code=codever.version("probes"),
+            threads: aux_threads
+            resources:
+                **JOB_RESOURCES,
+            group:
+                probe_group
+            conda:
+                "../envs/lmcpipe.yaml"
+            log:
+                "logs/{exp}/s{seed}/k{k}/perturb/L{level}/start.log",
+            shell:
+                "python -m lmcpipe perturb --rewind {input.rewind} {params.mask}"
+                " --mask-next {input.mask_next} --scale {params.scales} --seed {wildcards.seed}"
+                " --k {wildcards.k} --level {wildcards.level} --out {output} > {log} 2>&1"
+
+    if plan.probes(_exp, "oneshot"):
+
+        rule:
+            name:
+                f"oneshot_mask_{_exp.name}"
+            input:
+                unpack(oneshot_mask_inputs),
+            output:
+                probe_setup_outputs(_exp, "oneshot"),
+            wildcard_constraints:
+                exp=_exp.name,
+            params:
+                fraction=lambda w: exp_of(w).prune.fraction,
+                methods=" ".join(p.method for p in probe_arms(_exp, "oneshot")),
+                steps=" ".join(str(p.steps) for p in probe_arms(_exp, "oneshot")),
+                mask=mask_args,
+                code=codever.version("probes"),
+            threads: aux_threads
+            resources:
+                **JOB_RESOURCES,
+            group:
+                probe_group
+            conda:
+                "../envs/lmcpipe.yaml"
+            log:
+                "logs/{exp}/s{seed}/k{k}/oneshot/L{level}/masks.log",
+            shell:
+                "python -m lmcpipe oneshot-mask --model {input.model} {params.mask}"
+                " --fraction {params.fraction} --steps {params.steps} --method {params.methods}"
+                " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level}"
+                " --out {output} > {log} 2>&1"
 
 
-rule oneshot_mask:
-    input:
-        unpack(oneshot_mask_inputs),
-    output:
-        paths.PROBE_MASK.replace("{probe}", "oneshot"),
-    params:
-        fraction=lambda w: exp_of(w).prune.fraction,
-        method=lambda w: w.arm.rstrip("0123456789"),
-        steps=lambda w: w.arm.lstrip("abcdefghijklmnopqrstuvwxyz"),
-        mask=mask_args,
-        code=codever.version("probes"),
-    threads: aux_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        probe_group
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/oneshot/L{level}/{arm}_mask.log",
-    shell:
-        "python -m lmcpipe oneshot-mask --model {input.model} {params.mask}"
-        " --fraction {params.fraction} --steps {params.steps} --method {params.method}"
-        " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level}"
-        " --out {output} > {log} 2>&1"
-
-
-rule probe_train:
-    input:
-        unpack(probe_train_inputs),
-    output:
-        model=f"{paths.PROBE}/{paths.MODEL}",
-        metrics=f"{paths.PROBE}/{paths.METRICS}",
-    params:
-        hp=train_hparams,
-        order=lambda w: exp_of(w).chain_order,
-        code=codever.version("train"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        probe_group
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/{probe}/L{level}/{arm}_train.log",
-    shell:
-        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed}"
-        " --start {input.start} --start-step {wildcards.k} --level {wildcards.level}"
-        " --mask {input.mask} --order {params.order} --copy 1 --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
-
-
-rule probe_path:
-    input:
-        unpack(probe_path_inputs),
-    output:
-        paths.PROBE_PATH,
-    params:
-        hp=train_hparams,
-        interp=interp_hparams,
-        code=codever.version("interpolate"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        probe_group
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/{probe}/L{level}/{arm}_path.log",
-    shell:
-        "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
-        " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
-        " --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+# The probe runs themselves and their paths: cohort rules in train.smk and interpolate.smk.
 
 
 rule aggregate_analysis:

@@ -97,43 +97,187 @@ def run_model(exp, run):
     return f"{run.dir(exp)}/{paths.MODEL}"
 
 
-def start_args(wildcards, input):
-    """--start W_k, or --reinit for the random-reinitialisation baseline."""
-    if wildcards.variant == "reinit":
-        return "--reinit"
-    return f"--start {input.start}"
-
-
-def start_step(wildcards):
-    """Schedule position of a run's start: k, or 0 for the restarted-schedule control."""
-    return 0 if wildcards.variant == "restart" else wildcards.k
-
-
 def mask_args(wildcards, input):
     return f"--mask {input.mask}" if "mask" in input.keys() else ""
 
 
-def run_inputs(wildcards):
-    """Start point, mask and data of a retrain or fork job."""
+# --- cohorts (lmcpipe.plan): rules per (experiment, kind), in train.smk and interpolate.smk ---
+COHORT_K = {"dense": "0", "fork": r"[1-9]\d*", "restart": r"[1-9]\d*", "level": r"\d+",
+            **{probe: r"\d+" for probe in paths.PROBES}}
+COHORT_LEVEL = {"dense": "0", "fork": "0", "restart": "0", "level": r"[1-9]\d*",
+                **{probe: r"\d+" for probe in paths.PROBES}}
+
+
+def cohort_rule_kinds(exp):
+    """The cohort kinds of an experiment's training runs and of the paper C probes it runs."""
+    return plan.cohort_kinds(exp) + [p for p in paths.PROBES if plan.probes(exp, p)]
+
+
+def cohort_group(kind):
+    """Job group (SLURM): probe runs from level L join level L + 1's group (they need θ_L and
+    m_(L+1)); every other cohort is its (seed, k, level)'s group."""
+    return probe_group if kind in paths.PROBES else group_of
+
+
+def _cohort_where(kind):
+    """k and level as they appear in a cohort kind's patterns."""
+    return ("{k}" if kind != "dense" else 0), ("{level}" if kind == "level" else 0)
+
+
+def cohort_outputs(exp, kind):
+    """model.pt and metrics.csv of every run of an experiment's cohort kind, as patterns."""
+    if kind in paths.PROBES:
+        return probe_outputs(exp, kind)
+    k, level = _cohort_where(kind)
+    dirs = [paths.run("{exp}", "{seed}", k, v, level, d, c, exp.chain_order)
+            for v, d, c in plan.cohort_shape(exp, kind)]
+    return [f"{d}/{name}" for d in dirs for name in (paths.MODEL, paths.METRICS)]
+
+
+def cohort_path_outputs(exp, kind):
+    if kind in paths.PROBES:
+        return probe_path_outputs(exp, kind)
+    k, level = _cohort_where(kind)
+    return [paths.path("{exp}", "{seed}", k, v, level, d)
+            for v, d in plan.cohort_pairs_shape(exp, kind)]
+
+
+def cohort_log(kind, stage):
+    if kind in paths.PROBES:
+        return f"logs/{{exp}}/s{{seed}}/k{{k}}/{kind}/L{{level}}/{stage}.log"
+    k, level = _cohort_where(kind)
+    return f"logs/{{exp}}/s{{seed}}/k{k}/L{level}/{kind}_{stage}.log"
+
+
+def _where(wildcards):
+    return int(wildcards.seed), int(wildcards.get("k", 0)), int(wildcards.get("level", 0))
+
+
+def _cohort_of(wildcards, kind):
+    """(experiment, start step, members) of the cohort a job trains: the runs of a cohort kind
+    of lmcpipe.plan, or the paper C probe runs of one kind from one level of a chain."""
     exp = exp_of(wildcards)
-    inputs = {"data": dataset_files(wildcards)}
-    if wildcards.variant != "reinit":
-        inputs["start"] = paths.rewind(exp.name, wildcards.seed, wildcards.k)
-    mask = paths.mask(exp.name, wildcards.seed, wildcards.k, wildcards.variant,
-                      int(wildcards.level))
-    if mask is not None:
-        inputs["mask"] = mask
-    level = int(wildcards.level)
-    if exp.train.repel_lambda and wildcards.variant == "imp" and level >= 1:
-        # paper B's repellent/attractive loss: the chain's optima of the earlier rounds
-        inputs["references"] = [
-            paths.chain_model(exp.name, wildcards.seed, int(wildcards.k), lvl, exp.chain_order)
-            for lvl in range(level)]
+    seed, k, level = _where(wildcards)
+    if kind in paths.PROBES:
+        return exp, k, [_probe_member(exp, p) for p in plan.probes(exp, kind)
+                        if (p.seed, p.k, p.level) == (seed, k, level)]
+    runs = plan.cohort(exp, seed, k, level, kind)
+    return exp, plan.start_step(runs[0]), [_member(exp, r) for r in runs]
+
+
+def _files(directory):
+    return {"model_out": f"{directory}/{paths.MODEL}",
+            "metrics_out": f"{directory}/{paths.METRICS}"}
+
+
+def _member(exp, run):
+    """What the cohort stage needs of one run: start point (none: random reinit), mask, paper
+    B's references (the chain's earlier optima, for IMP runs of a repel experiment)."""
+    refs = []
+    if exp.train.repel_lambda and run.variant == "imp" and run.level >= 1:
+        refs = [paths.chain_model(exp.name, run.seed, run.k, lvl, exp.chain_order)
+                for lvl in range(run.level)]
+    return {"order": run.order, "copy": run.copy, **_files(run.dir(exp)),
+            "start": "" if run.variant == "reinit" else paths.rewind(exp.name, run.seed, run.k),
+            "mask": run.mask(exp) or "", "references": refs}
+
+
+def _probe_member(exp, probe):
+    """Perturb: the perturbed start inside m_(L+1); oneshot: W_k with the one-shot mask. Both
+    train with the chain's data order from step k."""
+    here = probe.dir(exp)
+    if probe.kind == "perturb":
+        start = f"{here}/start.pt"
+        mask = paths.mask(exp.name, probe.seed, probe.k, "imp", probe.level + 1)
+    else:
+        start, mask = paths.rewind(exp.name, probe.seed, probe.k), f"{here}/mask.pt"
+    return {"order": exp.chain_order, "copy": 1, **_files(here), "start": start, "mask": mask,
+            "references": []}
+
+
+def probe_arms(exp, kind):
+    """One level's probes of a kind, one per arm (the arms are the same at every level)."""
+    first = {}
+    for p in plan.probes(exp, kind):
+        first.setdefault(p.arm, p)
+    return [first[arm] for arm in sorted(first)]
+
+
+def probe_setup_outputs(exp, kind):
+    """The perturbed starts or one-shot masks of a level's probes, one per arm."""
+    name = "start.pt" if kind == "perturb" else "mask.pt"
+    return [f"{paths.probe('{exp}', '{seed}', '{k}', kind, '{level}', p.arm)}/{name}"
+            for p in probe_arms(exp, kind)]
+
+
+def probe_outputs(exp, kind):
+    arms = sorted({p.arm for p in plan.probes(exp, kind)})
+    dirs = [paths.probe("{exp}", "{seed}", "{k}", kind, "{level}", arm) for arm in arms]
+    return [f"{d}/{name}" for d in dirs for name in (paths.MODEL, paths.METRICS)]
+
+
+def probe_path_outputs(exp, kind):
+    arms = sorted({p.arm for p in plan.probes(exp, kind)})
+    return [paths.PROBE_PATH.replace("{probe}", kind).replace("{arm}", arm) for arm in arms]
+
+
+def cohort_inputs(kind):
+    """Input function of a cohort rule: start points, masks, references and the data."""
+
+    def inputs(wildcards):
+        members = _cohort_of(wildcards, kind)[2]
+        files = {"data": dataset_files(wildcards)}
+        for key, name in (("start", "starts"), ("mask", "masks")):
+            found = sorted({m[key] for m in members if m[key]})
+            if found:
+                files[name] = found
+        refs = sorted({r for m in members for r in m["references"]})
+        if refs:
+            files["references"] = refs
+        return files
+
     return inputs
 
 
-def refs_args(wildcards, input):
-    return "--references " + " ".join(input.references) if "references" in input.keys() else ""
+def cohort_members(kind):
+    """--members of a cohort job: a param, so changing the runs of a cohort reruns it."""
+    return lambda wildcards: quoted(json.dumps(_cohort_of(wildcards, kind)[2]))
+
+
+def cohort_start_step(kind):
+    return lambda wildcards: _cohort_of(wildcards, kind)[1]
+
+
+def cohort_level(kind):
+    return lambda wildcards: int(wildcards.get("level", 0))
+
+
+def _cohort_pairs(wildcards, kind):
+    """{copy1, copy2, out} of every path a cohort's interpolation job measures. Probes: the
+    probe run against θ_(L+1) (perturb) or θ_L (oneshot) of the chain."""
+    exp = exp_of(wildcards)
+    seed, k, level = _where(wildcards)
+    if kind in paths.PROBES:
+        ref = paths.chain_model(exp.name, seed, k, level + (kind == "perturb"), exp.chain_order)
+        return [{"copy1": f"{p.dir(exp)}/{paths.MODEL}", "copy2": ref,
+                 "out": f"{p.dir(exp)}/path.csv"} for p in plan.probes(exp, kind)
+                if (p.seed, p.k, p.level) == (seed, k, level)]
+    pairs = [plan.Pair(seed, k, v, level, d) for v, d in plan.cohort_pairs_shape(exp, kind)]
+    return [{"copy1": run_model(exp, p.copy(1)), "copy2": run_model(exp, p.copy(2)),
+             "out": plan.path_file(exp, p)} for p in pairs]
+
+
+def cohort_pair_inputs(kind):
+    def inputs(wildcards):
+        pairs = _cohort_pairs(wildcards, kind)
+        return {"models": sorted({p[c] for p in pairs for c in ("copy1", "copy2")}),
+                "data": dataset_files(wildcards)}
+
+    return inputs
+
+
+def cohort_pairs(kind):
+    return lambda wildcards: quoted(json.dumps(_cohort_pairs(wildcards, kind)))
 
 
 def experiment_inputs(exp):
@@ -213,28 +357,6 @@ def oneshot_mask_inputs(wildcards):
     return inputs
 
 
-def probe_train_inputs(wildcards):
-    """Perturb: the perturbed start and m_(L+1); oneshot: W_k and the one-shot mask."""
-    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
-    here = paths.probe(exp.name, wildcards.seed, k, wildcards.probe, level, wildcards.arm)
-    if wildcards.probe == "perturb":
-        inputs = {"start": f"{here}/start.pt",
-                  "mask": paths.mask(exp.name, wildcards.seed, k, "imp", level + 1)}
-    else:
-        inputs = {"start": paths.rewind(exp.name, wildcards.seed, k), "mask": f"{here}/mask.pt"}
-    return {**inputs, "data": dataset_files(wildcards)}
-
-
-def probe_path_inputs(wildcards):
-    """The probe run (copy1) and its reference (copy2): θ_(L+1) for perturb, θ_L for oneshot."""
-    exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
-    here = paths.probe(exp.name, wildcards.seed, k, wildcards.probe, level, wildcards.arm)
-    ref = level + 1 if wildcards.probe == "perturb" else level
-    return {"copy1": f"{here}/{paths.MODEL}",
-            "copy2": paths.chain_model(exp.name, wildcards.seed, k, ref, exp.chain_order),
-            "data": dataset_files(wildcards)}
-
-
 def successive_inputs(wildcards):
     """θ_L and θ_{L+1} of a chain (copy1 and copy2 of the path) and the data."""
     exp, k, level = exp_of(wildcards), int(wildcards.k), int(wildcards.level)
@@ -272,14 +394,6 @@ def prune_inputs(wildcards):
     if level >= 2:
         inputs["mask"] = paths.mask(exp.name, wildcards.seed, k, "imp", level - 1)
     return inputs
-
-
-def pair_inputs(wildcards):
-    exp = exp_of(wildcards)
-    pair = plan.Pair(int(wildcards.seed), int(wildcards.k), wildcards.variant,
-                     int(wildcards.level), int(wildcards.order))
-    return {"copy1": run_model(exp, pair.copy(1)), "copy2": run_model(exp, pair.copy(2)),
-            "data": dataset_files(wildcards)}
 
 
 # --- Scheduler resources and job groups (SLURM: profiles/slurm) -------------------------------
@@ -337,6 +451,12 @@ def gres_of(wildcards):
     return f"gpu:{model}:1" if model else "gpu:1"
 
 
+def stack_of(wildcards):
+    """--stack of a cohort job (0: the device's default). A resource, not a param: like the
+    device, it changes float rounding only, and changing it reruns nothing."""
+    return resources_of(wildcards)["stack"]
+
+
 def device_of(wildcards):
     """--device of train/interpolate: cuda (fail without a GPU) or auto (CUDA, else the CPU).
 
@@ -351,3 +471,8 @@ def group_of(wildcards):
     k = wildcards.get("k", "0")
     level = wildcards.get("level", "0")
     return f"{wildcards.exp}_s{wildcards.seed}_k{k}_L{level}"
+
+
+# The resources every training, interpolation and analysis job asks for (`resources: **JOB_RESOURCES`).
+JOB_RESOURCES = dict(mem_mb=mem_mb_of, runtime=runtime_of, gpu=gpu_of, gpu_model=gpu_model_of,
+                     gres=gres_of, device=device_of)

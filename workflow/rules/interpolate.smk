@@ -1,31 +1,37 @@
-# Interpolation between the two copies of a pair.
+# Interpolation between the two copies of each pair: one job per cohort (lmcpipe
+# interpolate-pairs), which reads the data and builds the network once for all its pairs.
 
+for _exp in EXPERIMENTS.values():
+    for _kind in cohort_rule_kinds(_exp):
+        if not cohort_path_outputs(_exp, _kind):
+            continue
 
-rule interpolate:
-    input:
-        unpack(pair_inputs),
-    output:
-        paths.PATH,
-    params:
-        hp=train_hparams,
-        interp=interp_hparams,
-        code=codever.version("interpolate"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        group_of
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/d{order}_interpolate.log",
-    shell:
-        "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
-        " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
-        " --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+        rule:
+            name:
+                f"interpolate_{_kind}_{_exp.name}"
+            input:
+                unpack(cohort_pair_inputs(_kind)),
+            output:
+                cohort_path_outputs(_exp, _kind),
+            wildcard_constraints:
+                exp=_exp.name,
+                k=COHORT_K[_kind],
+                level=COHORT_LEVEL[_kind],
+            params:
+                hp=train_hparams,
+                interp=interp_hparams,
+                pairs=cohort_pairs(_kind),
+                code=codever.version("interpolate"),
+            threads: job_threads
+            resources:
+                **JOB_RESOURCES,
+            group:
+                cohort_group(_kind)
+            conda:
+                "../envs/lmcpipe.yaml"
+            log:
+                cohort_log(_kind, "interpolate"),
+            shell:
+                "python -m lmcpipe interpolate-pairs --hparams {params.hp} --interp {params.interp}"
+                " --pairs {params.pairs} --threads {threads}"
+                " --device {resources.device} > {log} 2>&1"

@@ -1,11 +1,13 @@
-# Pruning stages: IMP masks (global magnitude, nested) and the random-pruning baseline's masks.
+# Pruning: level n's IMP mask (global magnitude, nested) and, in the same job, the random-pruning
+# baseline's mask (the IMP mask shuffled within each layer); mask jobs are mostly imports.
 
 
 rule prune:
     input:
         unpack(prune_inputs),
     output:
-        paths.MASK.replace("{variant}", "imp"),
+        imp=paths.MASK.replace("{variant}", "imp"),
+        random=paths.MASK.replace("{variant}", "randprune"),
     wildcard_constraints:
         level=r"[1-9]\d*",
     params:
@@ -14,12 +16,7 @@ rule prune:
         code=codever.version("prune"),
     threads: aux_threads
     resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
+        **JOB_RESOURCES,
     group:
         group_of
     conda:
@@ -28,30 +25,5 @@ rule prune:
         "logs/{exp}/s{seed}/k{k}/imp/L{level}/prune.log",
     shell:
         "python -m lmcpipe prune --model {input.model} {params.mask} --fraction {params.fraction}"
-        " --level {wildcards.level} --out {output} > {log} 2>&1"
-
-
-rule random_mask:
-    input:
-        paths.MASK.replace("{variant}", "imp"),
-    output:
-        paths.MASK.replace("{variant}", "randprune"),
-    params:
-        code=codever.version("random_mask"),
-    threads: aux_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        group_of
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/randprune/L{level}/mask.log",
-    shell:
-        "python -m lmcpipe random-mask --mask {input} --seed {wildcards.seed} --k {wildcards.k}"
-        " --level {wildcards.level} --out {output} > {log} 2>&1"
+        " --level {wildcards.level} --out {output.imp} --random-out {output.random}"
+        " --seed {wildcards.seed} --k {wildcards.k} > {log} 2>&1"

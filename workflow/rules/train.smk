@@ -58,105 +58,42 @@ rule rewind:
         " --device {resources.device} > {log} 2>&1"
 
 
-rule dense:
-    input:
-        unpack(lambda w: {"start": paths.INIT.format(**w), "data": dataset_files(w)}),
-    output:
-        model=f"{paths.DENSE}/{paths.MODEL}",
-        metrics=f"{paths.DENSE}/{paths.METRICS}",
-    params:
-        hp=train_hparams,
-        order=lambda w: exp_of(w).chain_order,
-        code=codever.version("train"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        group_of
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/dense.log",
-    shell:
-        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
-        " --order {params.order} --copy 1 --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+# --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.cohort) -----------
+# One rule per (experiment, cohort kind): which runs a cohort holds depends on the experiment's
+# orders and baselines, and a rule's outputs are fixed patterns. Every run keeps its own
+# model.pt and metrics.csv (the retrain/dense aliases of lmcpipe.paths included).
+for _exp in EXPERIMENTS.values():
+    for _kind in cohort_rule_kinds(_exp):
 
-
-rule retrain:
-    input:
-        unpack(run_inputs),
-    output:
-        model=f"{paths.RETRAIN}/{paths.MODEL}",
-        metrics=f"{paths.RETRAIN}/{paths.METRICS}",
-    params:
-        hp=train_hparams,
-        order=lambda w: exp_of(w).chain_order,
-        start=start_args,
-        start_step=start_step,
-        mask=mask_args,
-        refs=refs_args,
-        code=codever.version("train"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        group_of
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/retrain.log",
-    shell:
-        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {params.start_step} --level {wildcards.level}"
-        " {params.mask} {params.refs}"
-        " --order {params.order} --copy 1 --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
-
-
-rule fork:
-    input:
-        unpack(run_inputs),
-    output:
-        model=f"{paths.FORK}/{paths.MODEL}",
-        metrics=f"{paths.FORK}/{paths.METRICS}",
-    params:
-        hp=train_hparams,
-        start=start_args,
-        start_step=start_step,
-        mask=mask_args,
-        refs=refs_args,
-        code=codever.version("train"),
-    threads: job_threads
-    resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
-    group:
-        group_of
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/s{seed}/k{k}/{variant}/L{level}/d{order}c{cp}.log",
-    shell:
-        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} {params.start}"
-        " --start-step {params.start_step} --level {wildcards.level}"
-        " {params.mask} {params.refs}"
-        " --order {wildcards.order} --copy {wildcards.cp} --model-out {output.model}"
-        " --metrics-out {output.metrics} --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+        rule:
+            name:
+                f"cohort_{_kind}_{_exp.name}"
+            input:
+                unpack(cohort_inputs(_kind)),
+            output:
+                cohort_outputs(_exp, _kind),
+            wildcard_constraints:
+                exp=_exp.name,
+                k=COHORT_K[_kind],
+                level=COHORT_LEVEL[_kind],
+            params:
+                hp=train_hparams,
+                members=cohort_members(_kind),
+                start_step=cohort_start_step(_kind),
+                level=cohort_level(_kind),
+                code=codever.version("cohort"),
+            threads: job_threads
+            resources:
+                **JOB_RESOURCES,
+                stack=stack_of,
+            group:
+                cohort_group(_kind)
+            conda:
+                "../envs/lmcpipe.yaml"
+            log:
+                cohort_log(_kind, "train"),
+            shell:
+                "python -m lmcpipe cohort --hparams {params.hp} --seed {wildcards.seed}"
+                " --start-step {params.start_step} --level {params.level}"
+                " --members {params.members} --stack {resources.stack} --threads {threads}"
+                " --device {resources.device} > {log} 2>&1"
