@@ -38,7 +38,14 @@ from torch.func import functional_call, vmap
 from lmcpipe import atomic, data, masks
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
-from lmcpipe.train import augmenter, autocast, batch_indices, eval_rows, make_optimizer
+from lmcpipe.train import (
+    augmenter,
+    autocast,
+    batch_indices,
+    eval_rows,
+    make_optimizer,
+    masked_step,
+)
 
 
 class _Loss(nn.Module):
@@ -165,12 +172,7 @@ def _train_stacked(
         for p in params.values():
             p.grad = None
         loss.backward()
-        if masked:
-            torch._foreach_mul_([p.grad for p in mparams], mtensors)
-        optimizer.step(hp.lr_at(step))
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_(mparams, mtensors)
+        masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
             atomic.save_torch({

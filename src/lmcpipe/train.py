@@ -173,12 +173,7 @@ def train(
             loss = loss + reg()
         model.zero_grad(set_to_none=True)
         loss.backward()
-        if masked:
-            torch._foreach_mul_([p.grad for p in mparams], mtensors)
-        optimizer.step(hp.lr_at(step))
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_(mparams, mtensors)
+        masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
             atomic.save_torch(
@@ -195,6 +190,19 @@ def train(
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)
     return rows
+
+
+def masked_step(optimizer: optim.SGD | optim.Adam, lr: float, mparams: list[torch.Tensor],
+                mtensors: list[torch.Tensor]) -> None:
+    """One update that keeps pruned weights exactly zero: gradients are masked before the step
+    (so momentum / Adam moments stay zero there) and weights after it. ``mparams`` are the masked
+    parameters, ``mtensors`` their masks as float tensors (stacked ones work the same way)."""
+    if mparams:
+        torch._foreach_mul_([p.grad for p in mparams], mtensors)
+    optimizer.step(lr)
+    if mparams:
+        with torch.no_grad():
+            torch._foreach_mul_(mparams, mtensors)
 
 
 def augmenter(dataset_name: str, dataset: data.Data):
