@@ -45,6 +45,7 @@ from lmcpipe.train import (
     eval_rows,
     make_optimizer,
     masked_step,
+    read_resume,
 )
 
 
@@ -119,20 +120,15 @@ def _train_stacked(
     optimizer = make_optimizer(hp, list(params.values()))
     step, rows = start_step, [[] for _ in range(k_members)]
 
-    if resume_path and os.path.exists(resume_path):
-        state = atomic.load_torch(resume_path)
-        if state["fingerprint"] == fingerprint:
-            with torch.no_grad():
-                for n, t in state["params"].items():
-                    params[n].copy_(t)
-                for n, t in state["buffers"].items():
-                    buffers[n].copy_(t)
-            optimizer.load_state_dict(state["optimizer"])
-            step, rows = state["step"], json.loads(state["rows"])
-            torch.set_rng_state(state["rng"])
-            print(f"resumed stacked members at step {step} from {resume_path}")
-        else:
-            print(f"ignoring stale resume file {resume_path}")
+    state = read_resume(resume_path, fingerprint, optimizer)
+    if state is not None:
+        with torch.no_grad():
+            for n, t in state["params"].items():
+                params[n].copy_(t)
+            for n, t in state["buffers"].items():
+                buffers[n].copy_(t)
+        step, rows = state["step"], json.loads(state["rows"])
+        print(f"resumed stacked members at step {step} from {resume_path}")
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mparams, mtensors)

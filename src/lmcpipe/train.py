@@ -134,16 +134,11 @@ def train(
     optimizer = make_optimizer(hp, list(model.parameters()))
     step, rows = start_step, []
 
-    if resume_path and os.path.exists(resume_path):
-        state = atomic.load_torch(resume_path)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, rows = state["step"], [dict(r) for r in json.loads(state["rows"])]
-            torch.set_rng_state(state["rng"])
-            print(f"resumed at step {step} from {resume_path}")
-        else:
-            print(f"ignoring stale resume file {resume_path}")
+    state = read_resume(resume_path, fingerprint, optimizer)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        step, rows = state["step"], [dict(r) for r in json.loads(state["rows"])]
+        print(f"resumed at step {step} from {resume_path}")
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mparams, mtensors)
@@ -190,6 +185,21 @@ def train(
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)
     return rows
+
+
+def read_resume(path: str | os.PathLike | None, fingerprint: str,
+                optimizer: optim.SGD | optim.Adam) -> dict | None:
+    """A resume checkpoint written under ``fingerprint``, with the optimiser and the RNG state
+    already restored from it; None when there is none or it belongs to other inputs (stale)."""
+    if not path or not os.path.exists(path):
+        return None
+    state = atomic.load_torch(path)
+    if state["fingerprint"] != fingerprint:
+        print(f"ignoring stale resume file {path}")
+        return None
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state
 
 
 def masked_step(optimizer: optim.SGD | optim.Adam, lr: float, mparams: list[torch.Tensor],
