@@ -199,6 +199,21 @@ def network_answers(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
+def download_address(dataset: str) -> tuple[str, int]:
+    """The (host, port) whose answer says whether ``dataset`` could be downloaded.
+
+    ``LMCPIPE_DOWNLOAD_HOST=host[:port]`` replaces it for every dataset, so a test can point it at
+    an address that drops packets and see what an offline machine does; torchvision still
+    downloads from its own mirrors.
+    """
+    override = os.environ.get("LMCPIPE_DOWNLOAD_HOST")
+    if override:
+        host, colon, port = override.rpartition(":")
+        return (host, int(port)) if colon else (override, 443)
+    info = DATASETS[dataset]
+    return info.download_host, info.download_port
+
+
 def missing_message(dataset: str, root: str | Path) -> str:
     fmt = DATASETS[dataset].format
     if fmt == "cifar":

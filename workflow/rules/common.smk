@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -9,7 +10,8 @@ from snakemake.logging import logger
 
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate_with_sweeps
-from lmcpipe.data import DATASETS, download_targets, find, missing_message, network_answers
+from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
+                          network_answers)
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
@@ -60,18 +62,31 @@ def interp_hparams(wildcards):
     return quoted(to_json(exp_of(wildcards).interp))
 
 
+# Every training job's input function needs the answer, and an unanswered ask waits out its 3 s
+# timeout: ask once per (host, port) and Snakemake process.
+_network_answers = functools.cache(network_answers)
+_WARNED_MISSING = set()  # (dataset, data_root) a dry run has warned about
+
+
 def dataset_files(wildcards):
-    """The dataset's IDX files as inputs; a missing dataset stops the run before any job."""
+    """The dataset's IDX files as inputs; a missing dataset stops a real run before any job.
+
+    A dry run never asks the network (offline, that cost up to 3 s per job): it warns once per
+    dataset and shows the download in the plan."""
     hp = exp_of(wildcards).train
     files = find(hp.dataset, hp.data_root)
     if files is not None:
         return [str(f) for f in files]
-    info = DATASETS[hp.dataset]
-    if network_answers(info.download_host, info.download_port):
-        return download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
-    if workflow.dryrun:  # show the plan anyway; a real run stops here
-        logger.warning(f"experiments.{wildcards.exp}.dataset: {hp.dataset} is not on disk")
-        return download_outputs(hp.data_root, hp.dataset)
+    targets = download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
+    if workflow.dryrun:
+        if (hp.dataset, hp.data_root) not in _WARNED_MISSING:
+            _WARNED_MISSING.add((hp.dataset, hp.data_root))
+            logger.warning(f"experiments.{wildcards.exp}.dataset: {hp.dataset} is not on disk "
+                           f"under {hp.data_root}; a real run downloads it if the network "
+                           "answers, or stops and says where to put it")
+        return targets
+    if targets and _network_answers(*download_address(hp.dataset)):
+        return targets
     raise WorkflowError(
         f"config key experiments.{wildcards.exp}.dataset: "
         + missing_message(hp.dataset, hp.data_root)
