@@ -30,12 +30,17 @@ from tests.helpers import state_equal, tiny_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Measured on the development CPU (float32): LeNet-300-100, Adam, 40 steps: max |Δw| 5e-8;
-# ResNet-20, SGD + momentum, 3 steps, masks and BatchNorm: max ‖Δw‖/‖w‖ per tensor 2.6e-6 (a 1e-6
-# relative nudge of the start moves a solo run's weights by 6e-2 in 2 steps on this tiny set:
-# stacking is far inside that run-to-run sensitivity). The bounds leave ~20x headroom.
-LENET_ABS_TOL = 1e-6
-RESNET_REL_TOL = 5e-5
+# Measured on the development CPU (float32), as ‖θ_stacked − θ_solo‖ / ‖θ_solo − θ_start‖:
+# LeNet-300-100, Adam, 40 steps: up to 9e-6 over the four members (max |Δw| 7e-5).
+# ResNet-20, SGD + momentum, 3 steps, masks and BatchNorm on 48 noise images in batches of 8: the
+# difference of the stacked and the solo run, over every float tensor, is 1e-7 to 7e-4 of the
+# distance training moved (‖θ_stacked − θ_solo‖ / ‖θ_solo − θ_start‖, by member and by
+# hyperparameters). This tiny set is chaotic: a 1e-6 relative nudge of the start moves a solo
+# run's weights by 6e-2 in 2 steps, so rounding is amplified, and a per-tensor bound is
+# ill-posed for BatchNorm biases that start at 0. Comparing a member with its neighbour's solo
+# run (another data stream: 5e-2; another start: 5) shows the bound would see a mix-up.
+LENET_TOL = 2e-4
+RESNET_DISPLACEMENT_TOL = 3e-3
 
 
 def write_start(directory: Path, hp: TrainHParams, seed: int) -> str:
@@ -101,8 +106,12 @@ def test_stacked_lenet_members_match_solo_runs(tmp_path, data_root, dataset):
         os.unlink(paths.partial_file(m.model_out))
     together = cohort.train_cohort(hp, 0, 0, 1, ms, dataset, stack=4)
     mask = masks.load(ms[0].mask)
+    start_state = atomic.load_torch(start)["state_dict"]
     for (a, rows_a), (b, rows_b) in zip(solo, together, strict=True):
-        assert max((a[k] - b[k]).abs().max().item() for k in a) <= LENET_ABS_TOL
+        # relative to how far training moved: Adam turns rounding in near-zero gradients into
+        # steps of up to lr, so an absolute bound per weight is ill-posed
+        flat = [torch.cat([d[k].flatten() for k in a]) for d in (a, b, start_state)]
+        assert float((flat[1] - flat[0]).norm() / (flat[0] - flat[2]).norm()) <= LENET_TOL
         assert [(r["step"], r["split"]) for r in rows_a] == [(r["step"], r["split"])
                                                              for r in rows_b]
         assert all(abs(r["loss"] - s["loss"]) < 1e-5 for r, s in zip(rows_a, rows_b, strict=True))
@@ -130,19 +139,27 @@ def test_stacked_resnet20_members_match_solo_runs_with_masks_and_batchnorm(tmp_p
     streams, member_masks = [(0, 1), (0, 2), (1, 1)], [mask, mask, None]
     finals, rows = stacked.train_stacked(hp, models.build("resnet20", "cifar10"), starts, dataset,
                                          streams, member_masks)
+    solos = []
     for i, (order, copy) in enumerate(streams):
         model = models.build("resnet20", "cifar10")
         model.load_state_dict(starts[i])
         solo_rows = train.train(hp, model, dataset, order=order, copy=copy, mask=member_masks[i])
-        solo = model.state_dict()
-        for k, v in solo.items():
-            if v.is_floating_point():  # BatchNorm running statistics included
-                assert (v - finals[i][k]).norm() <= RESNET_REL_TOL * v.norm() + 1e-12, (i, k)
-            else:
-                assert torch.equal(v, finals[i][k]), (i, k)  # num_batches_tracked
+        solos.append(model.state_dict())
         assert len(rows[i]) == len(solo_rows)
         if member_masks[i] is not None:
             assert all(bool((finals[i][n][~mask[n]] == 0).all()) for n in mask)
+        assert all(torch.equal(v, finals[i][k]) for k, v in solos[i].items()
+                   if not v.is_floating_point())  # num_batches_tracked
+
+    def moved(i: int, j: int) -> float:
+        """‖stacked member i − solo run j‖ / ‖solo run j − its start‖, BatchNorm stats included."""
+        keys = [k for k, v in solos[j].items() if v.is_floating_point()]
+        flat = [torch.cat([d[k].flatten() for k in keys]) for d in (finals[i], solos[j], starts[j])]
+        return float((flat[0] - flat[1]).norm() / (flat[1] - flat[2]).norm())
+
+    assert all(moved(i, i) <= RESNET_DISPLACEMENT_TOL for i in range(3)), [moved(i, i)
+                                                                             for i in range(3)]
+    assert min(moved(1, 0), moved(2, 0)) > 10 * RESNET_DISPLACEMENT_TOL  # it would see a mix-up
 
 
 def test_stacked_cohort_run_twice_gives_the_same_bits(tmp_path, data_root, dataset):
@@ -216,7 +233,8 @@ def test_stacked_members_match_solo_runs_on_cuda(cifar):
             model = models.build("resnet20", "cifar10")
             model.load_state_dict(starts[i])
             train.train(hp, model, dataset, order=order, copy=1)
-            for k, v in model.state_dict().items():
-                v, w = v.cpu(), finals[i][k]
-                if v.is_floating_point():
-                    assert (v - w).norm() <= RESNET_REL_TOL * v.norm() + 1e-12, (i, k)
+            solo = {k: v.cpu() for k, v in model.state_dict().items() if v.is_floating_point()}
+            flat = [torch.cat([d[k].flatten() for k in solo]) for d in (finals[i], solo,
+                                                                        starts[i])]
+            moved = (flat[1] - flat[2]).norm()
+            assert (flat[0] - flat[1]).norm() <= RESNET_DISPLACEMENT_TOL * moved

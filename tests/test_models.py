@@ -15,6 +15,7 @@ SMOKE = {
     "lenet_300_100": ((1, 28, 28), 10),
     "resnet20": ((3, 32, 32), 10),
     "vgg16": ((3, 32, 32), 10),
+    "vgg16_nobias": ((3, 32, 32), 10),
     "resnet50": ((3, 64, 64), 1000),
     "inceptionv3": ((3, 80, 80), 1000),  # Inception-v3 needs >= 75x75 (299 for the aux head)
 }
@@ -23,6 +24,7 @@ PARAMS = {
     "lenet_300_100": (266_000, 0.01),
     "resnet20": (272_000, 0.01),
     "vgg16": (14_700_000, 0.02),
+    "vgg16_nobias": (14_700_000, 0.02),
     "resnet50": (25_500_000, 0.01),
     "inceptionv3": (23_800_000, 0.03),  # below 299 px: no aux head (27.16 M with it)
 }
@@ -31,6 +33,7 @@ EXCLUDED = {
     "lenet_300_100": {"fc3.weight"},
     "resnet20": set(),
     "vgg16": {"fc.weight"},
+    "vgg16_nobias": {"fc.weight"},
     "resnet50": set(),
     "inceptionv3": set(),
 }
@@ -70,7 +73,9 @@ def test_parameter_count(built, name):
 def test_exact_parameter_counts(built):
     # pinned so an accidental change of layout shows up
     assert param_count(built["resnet20"]) == 272_474
-    assert param_count(built["vgg16"]) == 14_724_042
+    assert param_count(built["vgg16"]) == 14_728_266  # open_lth's VGG-16: conv biases kept
+    assert param_count(REGISTRY["vgg16_nobias"]()) == 14_724_042
+    assert REGISTRY["vgg16_nobias"]().prunable_names() == built["vgg16"].prunable_names()
     assert param_count(built["resnet50"]) == 25_557_032
     assert param_count(built["inceptionv3"]) == 23_834_568
     assert param_count(REGISTRY["resnet20"](num_classes=100)) == 272_474 + 90 * 65
@@ -200,7 +205,34 @@ def test_initialise_covers_every_parameter_and_is_seeded(name):
             assert ((mod.weight >= 0) & (mod.weight < 1)).all(), mod_name
             assert (mod.bias == 0).all(), mod_name
         if isinstance(mod, nn.Conv2d | nn.Linear) and mod.bias is not None:
-            assert (mod.bias == 0).all(), mod_name
+            bound = 1 / mod.weight[0].numel() ** 0.5
+            assert (mod.bias.abs() < bound).all() and mod.bias.abs().max() > 0, mod_name
 
     other = initialise(twin, 1, name).state_dict()
     assert all(not torch.equal(first[k], other[k]) for k in model.prunable_names())
+
+
+def test_bias_init_is_pytorchs_fan_in_uniform_as_in_open_lth():
+    """open_lth's initialisers set only ``.weight``, so biases keep U(±1/sqrt(fan_in)). Pooled
+    over VGG-16's 4,234 biases, b·sqrt(fan_in) must look like U(-1, 1): mean 0, variance 1/3,
+    quartiles ∓1/2."""
+    model = initialise(REGISTRY["vgg16"](), 0)
+    scaled = torch.cat([m.bias * m.weight[0].numel() ** 0.5 for m in model.modules()
+                        if isinstance(m, nn.Conv2d | nn.Linear)]).detach()
+    assert scaled.numel() == 4_234
+    assert scaled.abs().max() < 1
+    assert abs(float(scaled.mean())) < 0.05
+    assert float(scaled.var()) == pytest.approx(1 / 3, abs=0.03)
+    q = torch.quantile(scaled, torch.tensor([0.25, 0.75]))
+    assert q.tolist() == pytest.approx([-0.5, 0.5], abs=0.06)
+    # seeded: the same parts give the same biases, other parts other ones
+    twin = initialise(REGISTRY["vgg16"](), 0)
+    assert torch.equal(twin.fc.bias, model.fc.bias)
+    assert not torch.equal(initialise(REGISTRY["vgg16"](), 1).fc.bias, model.fc.bias)
+
+
+def test_bias_init_zero_is_the_option_it_names():
+    model = initialise(REGISTRY["lenet_300_100"](), 0, bias="zero")
+    assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match="unknown bias init"):
+        initialise(REGISTRY["lenet_300_100"](), 0, bias="normal")

@@ -177,7 +177,7 @@ def test_stream_continues_at_the_start_step(data_root, dataset):
 def test_lr_schedule():
     hp = TrainHParams(model=MODEL, dataset=DATASET, data_root="x", optimizer="sgd", lr=0.8,
                       batch_size=1, steps=100, milestones=(10, 20), gamma=0.5, warmup_steps=4)
-    assert [hp.lr_at(s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert [hp.lr_at(s) for s in range(4)] == pytest.approx([0.0, 0.2, 0.4, 0.6])
     assert hp.lr_at(4) == pytest.approx(0.8)
     assert hp.lr_at(9) == pytest.approx(0.8)
     assert hp.lr_at(10) == pytest.approx(0.4)
@@ -189,8 +189,9 @@ def test_lr_schedule():
     assert {plain.lr_at(s) for s in range(100)} == {0.3}
     both = TrainHParams(model=MODEL, dataset=DATASET, data_root="x", optimizer="sgd", lr=1.0,
                         batch_size=1, steps=100, milestones=(1,), gamma=0.1, warmup_steps=2)
-    assert both.lr_at(0) == pytest.approx(0.5)
-    assert both.lr_at(1) == pytest.approx(0.1)  # decayed and at the end of warmup
+    assert both.lr_at(0) == 0.0
+    assert both.lr_at(1) == pytest.approx(0.05)  # decayed and halfway through warmup
+    assert both.lr_at(2) == pytest.approx(0.1)
 
 
 def test_training_applies_the_schedule(data_root, dataset):
@@ -431,3 +432,20 @@ def test_repellent_and_attractive_loss_move_away_from_or_towards_the_reference(
     assert (c_moved < c_plain) if direction == "repel" else (c_moved > c_plain)
     for n in mask:  # pruned weights stay zero under the extra term too
         assert torch.all(moved[n][~mask[n]] == 0)
+
+
+def test_warmup_is_open_lths_min_one_t_over_w():
+    """open_lth: LambdaLR with min(1, it / W), stepped after each optimiser step, so iteration
+    t trains at lr · min(1, t / W): 0 at t = 0, the full lr at t = W."""
+    hp = TrainHParams(model=MODEL, dataset=DATASET, data_root="data", optimizer="sgd", lr=0.4,
+                      batch_size=10, steps=100, warmup_steps=8, milestones=(50,), gamma=0.1)
+    assert hp.lr_at(0) == 0.0
+    assert hp.lr_at(4) == pytest.approx(0.2)
+    assert hp.lr_at(8) == pytest.approx(0.4)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=hp.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: min(1.0, it / 8) * 0.1 ** (it >= 50))
+    for t in range(100):
+        assert hp.lr_at(t) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-15), t
+        opt.step()
+        sched.step()

@@ -37,9 +37,11 @@ class TrainHParams:
     channels_last: bool = False
     image_size: int = 0
     repel_lambda: float = 0.0
+    bias_init: str = "uniform"
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of iteration ``step`` (0-based): linear warmup, then the schedule.
+        """Learning rate of iteration ``step`` (0-based): the schedule times open_lth's linear
+        warmup factor min(1, step / warmup_steps) (0 at step 0, 1 from ``warmup_steps`` on).
 
         ``step``: multiply by ``gamma`` at each milestone; ``linear``: decay linearly from ``lr``
         to ``final_lr`` at ``steps`` (Inception-v3 in paper A).
@@ -49,15 +51,17 @@ class TrainHParams:
         else:
             lr = self.lr * self.gamma ** sum(step >= m for m in self.milestones)
         if self.warmup_steps and step < self.warmup_steps:
-            lr *= (step + 1) / self.warmup_steps
+            lr *= step / self.warmup_steps
         return lr
 
 
 @dataclass(frozen=True)
 class PruneHParams:
-    """Iterative magnitude pruning: fraction of the remaining weights removed per level."""
+    """Iterative magnitude pruning: fraction of the remaining weights removed per level, counted
+    over the set ``counting`` names (``lmcpipe.masks.magnitude_prune``)."""
 
     fraction: float = 0.2
+    counting: str = "open_lth"
     levels: int = 0
     rewind_steps: tuple[int, ...] = (0,)
     baselines: tuple[str, ...] = ("randprune", "reinit")

@@ -232,12 +232,14 @@ def augmenter(dataset_name: str, dataset: data.Data):
 
 
 def model_record(model: PrunableModel, name: str, step: int) -> dict:
-    """What a model artifact holds: CPU weights, the step reached, and the prunable names."""
+    """What a model artifact holds: CPU weights, the step reached, the prunable names and the
+    never-pruned conv/linear weights (``masks.frozen_count``)."""
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
         "model": name,
         "prunable": model.prunable_names(),
+        "frozen": model.frozen_names(),
     }
 
 
@@ -302,7 +304,8 @@ def start_model(hp: TrainHParams, start: str | None, seed: int, start_step: int,
     random-reinit baseline's fresh init seeded by (seed, k, level)."""
     if start:
         return load_model(hp, start)[0]
-    return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level)
+    return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level,
+                                    bias=hp.bias_init)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -340,5 +343,5 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
 def init_main(args: argparse.Namespace) -> None:
     """W_0 of init seed s."""
     hp = from_json(TrainHParams, args.hparams)
-    model = models.build_initialised(hp.model, hp.dataset, args.seed)
+    model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init)
     atomic.save_torch(model_record(model, hp.model, 0), args.out)

@@ -15,14 +15,20 @@ class PrunableModel(nn.Module):
 
     excluded: tuple[str, ...] = ()
 
+    def weight_names(self) -> list[str]:
+        """Every conv/linear weight: open_lth's ``prunable_layer_names``, the set its mask holds
+        and its pruning count and density are over."""
+        return [f"{mod_name}.weight" if mod_name else "weight"
+                for mod_name, module in self.named_modules()
+                if isinstance(module, nn.Linear | nn.Conv2d)]
+
     def prunable_names(self) -> list[str]:
-        names = []
-        for mod_name, module in self.named_modules():
-            if isinstance(module, nn.Linear | nn.Conv2d):
-                name = f"{mod_name}.weight" if mod_name else "weight"
-                if name not in self.excluded:
-                    names.append(name)
-        return names
+        """The weights IMP prunes: ``weight_names`` minus ``excluded``."""
+        return [n for n in self.weight_names() if n not in self.excluded]
+
+    def frozen_names(self) -> list[str]:
+        """Conv/linear weights never pruned (``excluded``), which open_lth counting includes."""
+        return [n for n in self.weight_names() if n in self.excluded]
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss the training loop minimises (cross-entropy of the output; a network with an

@@ -3,7 +3,9 @@
 Thirteen 3x3 conv layers (64, 64, M, 128, 128, M, 256 x 3, M, 512 x 3, M, 512 x 3), each followed
 by BatchNorm and ReLU; ``M`` is a 2x2 max-pool. There is no max-pool after the last block: a
 global average pool (2x2 -> 1x1 on 32x32 inputs) feeds a single linear layer 512 -> classes.
-Convs have no bias (BatchNorm follows them); the linear layer has one.
+Each conv keeps its bias, as open_lth's VGG does (14,728,266 parameters with 10 classes), though
+the BatchNorm after it makes the bias redundant; ``vgg16_nobias`` drops them (14,724,042), the
+variant lmcpipe used before matching open_lth. Biases are never pruned.
 
 IMP does not prune the output layer (``fc.weight``), as in Frankle's open_lth; every conv weight
 is prunable. Initialisation is left to ``lmcpipe.models.initialise``.
@@ -31,6 +33,7 @@ class CifarVGG(PrunableModel):
         input_shape: tuple[int, ...] = (3, 32, 32),
         num_classes: int = 10,
         plan: tuple[int | str, ...] = PLAN_16,
+        conv_bias: bool = True,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -41,7 +44,7 @@ class CifarVGG(PrunableModel):
             else:
                 width = int(entry)
                 layers += [
-                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.Conv2d(channels, width, 3, padding=1, bias=conv_bias),
                     nn.BatchNorm2d(width),
                     nn.ReLU(inplace=True),
                 ]
@@ -58,3 +61,10 @@ class VGG16(CifarVGG):
 
     def __init__(self, input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10):
         super().__init__(input_shape, num_classes, PLAN_16)
+
+
+class VGG16NoBias(CifarVGG):
+    """VGG-16 without conv biases (redundant before BatchNorm): not open_lth's network."""
+
+    def __init__(self, input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10):
+        super().__init__(input_shape, num_classes, PLAN_16, conv_bias=False)
