@@ -140,7 +140,7 @@ def test_prune_cli_writes_the_imp_and_the_random_pruning_mask(tmp_path, capsys):
 
     m1, m2 = str(tmp_path / "L1.pt"), str(tmp_path / "L2.pt")
     assert cli.main(["prune", "--model", str(model_path), "--fraction", "0.2", "--level", "1",
-                     "--out", m1]) == 0
+                     "--counting", "prunable", "--out", m1]) == 0
     level1 = masks.load(m1)
     assert set(level1) == {"fc1.weight", "fc2.weight"}  # no output layer, no biases
     expected = masks.magnitude_prune(weights, None, 0.2)
@@ -150,7 +150,7 @@ def test_prune_cli_writes_the_imp_and_the_random_pruning_mask(tmp_path, capsys):
     rnd = str(tmp_path / "rand.pt")
     assert cli.main(["prune", "--model", str(model_path), "--mask", m1, "--fraction", "0.2",
                      "--level", "2", "--out", m2, "--random-out", rnd, "--seed", "3",
-                     "--k", "0"]) == 0
+                     "--k", "0", "--counting", "prunable"]) == 0
     level2 = masks.load(m2)
     assert all(not (level2[n] & ~level1[n]).any() for n in level2)
     assert masks.density(level2) == pytest.approx(masks.density(expected) * 0.8, abs=1e-5)
@@ -159,3 +159,80 @@ def test_prune_cli_writes_the_imp_and_the_random_pruning_mask(tmp_path, capsys):
     shuffled = masks.load(rnd)
     assert all(torch.equal(shuffled[n], t)
                for n, t in masks.shuffle_within_layers(level2, 3, 0, 2).items())
+
+
+# --- open_lth counting (open_lth.pruning.sparse_global) ------------------------------------
+def test_open_lth_counting_on_a_hand_checked_example():
+    """n = ceil(0.2 * (6 kept + 4 frozen)) = 2, t = 3rd smallest |w| = 0.2, keep |w| > t: three
+    go (n + 1), where prunable counting removes ceil(0.2 * 6) = 2."""
+    w = {"a": torch.tensor([0.5, -0.1, 0.3, 0.2]), "b": torch.tensor([[0.05, -0.4]])}
+    got = masks.magnitude_prune(w, None, 0.2, "open_lth", frozen=4)
+    assert got["a"].tolist() == [True, False, True, False]
+    assert got["b"].tolist() == [[False, True]]
+    assert masks.density(got, frozen=4) == pytest.approx(7 / 10)
+    assert masks.density(got) == pytest.approx(3 / 6)
+    mine = masks.magnitude_prune(w, None, 0.2, "prunable")
+    assert mine["a"].tolist() == [True, False, True, True]
+    assert mine["b"].tolist() == [[False, True]]
+
+
+def test_open_lth_counting_removes_ties_and_ignores_pruned_weights():
+    # pruned weights are out of the count and the sort: remaining 4 -> n = ceil(0.25 * 4) = 1,
+    # t = 0.2 (the 2nd smallest remaining); 0.2 and its tie go too
+    w = {"a": torch.tensor([0.0, 0.1, 0.2, 0.2, 0.3])}
+    before = {"a": torch.tensor([False, True, True, True, True])}
+    got = masks.magnitude_prune(w, before, 0.25, "open_lth")
+    assert got["a"].tolist() == [False, False, False, False, True]
+    with pytest.raises(ValueError, match="cannot prune"):
+        masks.magnitude_prune(w, got, 0.5, "open_lth", frozen=3)
+
+
+def open_lth_reference(weights, frozen_tensors, mask, fraction):
+    """open_lth's definition, written out in numpy: the mask holds every conv/linear weight
+    (the ignored tensors all ones), n = ceil(fraction * mask.sum()), t = sort(|w| of the
+    unpruned prunable weights)[n], keep |w| > t."""
+    import numpy as np
+
+    full = {**{n: np.ones(t.shape) for n, t in frozen_tensors.items()},
+            **{n: (mask[n].numpy() if mask else np.ones(w.shape)) for n, w in weights.items()}}
+    n = np.ceil(fraction * sum(v.sum() for v in full.values())).astype(int)
+    w = {k: v.numpy() for k, v in weights.items()}
+    vector = np.concatenate([v[full[k] == 1] for k, v in w.items()])
+    threshold = np.sort(np.abs(vector))[n]
+    return {k: np.where(np.abs(v) > threshold, full[k], 0) == 1 for k, v in w.items()}
+
+
+@pytest.mark.parametrize("name,dataset", [("lenet_300_100", "fashion_mnist"),
+                                          ("resnet20", "cifar10")])
+def test_open_lth_counting_reproduces_its_masks_level_after_level(name, dataset):
+    mask = None
+    for level in range(1, 6):
+        model = models.build_initialised(name, dataset, level)  # "trained" weights of level-1
+        record = model_record(model, name, 0)
+        weights = {n: record["state_dict"][n] for n in record["prunable"]}
+        frozen = {n: record["state_dict"][n] for n in record["frozen"]}
+        ours = masks.magnitude_prune(weights, mask, FRACTION, "open_lth",
+                                     masks.frozen_count(record, "open_lth"))
+        ref = open_lth_reference(weights, frozen, mask, FRACTION)
+        assert sum(int((ours[n].numpy() != ref[n]).sum()) for n in ours) == 0, level
+        mask = ours
+
+
+def test_prune_cli_counts_as_open_lth_by_default(tmp_path, capsys):
+    model = lenet(seed=7)
+    model_path = tmp_path / "model.pt"
+    record = model_record(model, "lenet_300_100", 30)
+    assert record["frozen"] == ["fc3.weight"]
+    atomic.save_torch(record, model_path)
+    out = str(tmp_path / "L1.pt")
+    assert cli.main(["prune", "--model", str(model_path), "--fraction", "0.2", "--level", "1",
+                     "--out", out]) == 0
+    saved = atomic.load_torch(out)
+    expected = masks.magnitude_prune(prunable(model), None, 0.2, "open_lth", 1000)
+    assert all(torch.equal(saved["masks"][n], expected[n]) for n in expected)
+    total = 784 * 300 + 300 * 100
+    # ceil(0.2 * 266200) + 1 = 53241 removed of the 265200 prunable weights
+    assert kept(saved["masks"]) == total - 53241
+    assert saved["frozen"] == 1000
+    assert saved["density"] == pytest.approx((total - 53241 + 1000) / (total + 1000))
+    assert saved["density_prunable"] == pytest.approx((total - 53241) / total)

@@ -28,19 +28,20 @@ CURVATURE_COLUMNS = ["level", "density", "loss", "grad_norm", "top_eigenvalue", 
                      "trace_stderr", "quad_magnitude", "quad_random", "n_pruned", "examples"]
 
 
-def _weights(path: str) -> dict[str, torch.Tensor]:
-    record = atomic.load_torch(path)
+def _weights(record: dict) -> dict[str, torch.Tensor]:
     return {n: record["state_dict"][n] for n in record["prunable"]}
 
 
 def chain_tables(rewind: str, models: list[str], mask_files: list[str], fraction: float,
-                 bins: int) -> dict:
+                 bins: int, counting: str = "prunable") -> dict:
     """Tables of one chain from its artifact files (``models[L]`` = θ_L, ``mask_files[L-1]`` =
     m_L); level 0's mask keeps every weight."""
-    solutions = {lvl: _weights(p) for lvl, p in enumerate(models)}
+    records = [atomic.load_torch(p) for p in models]
+    solutions = {lvl: _weights(r) for lvl, r in enumerate(records)}
     level_masks = {0: masks.ones_like(solutions[0])}
     level_masks |= {lvl: masks.load(p) for lvl, p in enumerate(mask_files, start=1)}
-    return rounds.chain_tables(_weights(rewind), solutions, level_masks, fraction, bins)
+    return rounds.chain_tables(_weights(atomic.load_torch(rewind)), solutions, level_masks,
+                               fraction, bins, counting, masks.frozen_count(records[0], counting))
 
 
 def random_removal(mask: masks.Mask, count: int, *seed_parts: object) -> masks.Mask:
@@ -59,9 +60,11 @@ def random_removal(mask: masks.Mask, count: int, *seed_parts: object) -> masks.M
 
 def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_file: str | None,
                   fraction: float, seed: int, k: int, level: int,
-                  device: torch.device) -> dict:
+                  device: torch.device, counting: str = "prunable") -> dict:
     """One ``curvature`` row for the solution θ_L in ``model_file``."""
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
+    record = atomic.load_torch(model_file)
+    frozen = masks.frozen_count(record, counting)
     model, _ = load_model(hp, model_file)
     model.to(device)
     names = model.prunable_names()
@@ -79,7 +82,8 @@ def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_f
     trace, stderr = hessian.hutchinson_trace(curv, generator("hutchinson", seed, k, level),
                                              ap.trace_samples)
     cpu_mask = {n_: m.cpu() for n_, m in mask.items()}
-    nxt = masks.magnitude_prune({n_: w.cpu() for n_, w in theta.items()}, cpu_mask, fraction)
+    nxt = masks.magnitude_prune({n_: w.cpu() for n_, w in theta.items()}, cpu_mask, fraction,
+                                counting, frozen)
     removed = {n_: cpu_mask[n_] & ~nxt[n_] for n_ in names}
     count = sum(int(r.sum()) for r in removed.values())
     rand = random_removal(cpu_mask, count, "curvature-random", seed, k, level)
@@ -88,7 +92,7 @@ def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_f
         delta = {n_: -theta[n_] * removal[n_].to(device, theta[n_].dtype) for n_ in names}
         return hessian.quadratic_form(curv, curv.flatten(delta))
 
-    return {"level": level, "density": masks.density(cpu_mask), "loss": loss,
+    return {"level": level, "density": masks.density(cpu_mask, frozen), "loss": loss,
             "grad_norm": float(grad.norm()), "top_eigenvalue": top, "trace": trace,
             "trace_stderr": stderr, "quad_magnitude": quad(removed), "quad_random": quad(rand),
             "n_pruned": count, "examples": n}
@@ -100,6 +104,8 @@ def add_rounds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", required=True, help="θ_0 … θ_N in level order")
     p.add_argument("--masks", nargs="*", default=[], help="m_1 … m_N in level order")
     p.add_argument("--fraction", type=float, required=True, help="fraction pruned per level")
+    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
     p.add_argument("--bins", type=int, default=60)
     p.add_argument("--out-dir", required=True)
 
@@ -108,7 +114,8 @@ def rounds_main(args: argparse.Namespace) -> None:
     if len(args.masks) != len(args.models) - 1:
         raise SystemExit(f"lmcpipe rounds: {len(args.models)} models need "
                          f"{len(args.models) - 1} masks, got {len(args.masks)}")
-    tables = chain_tables(args.rewind, args.models, args.masks, args.fraction, args.bins)
+    tables = chain_tables(args.rewind, args.models, args.masks, args.fraction, args.bins,
+                          args.counting)
     for name, frame in tables.items():
         atomic.save_frame(frame, str(Path(args.out_dir) / f"{name}.csv"))
     print(f"wrote {', '.join(tables)} to {args.out_dir}")
@@ -120,6 +127,8 @@ def add_curvature_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the level's solution θ_L")
     p.add_argument("--mask", help="m_L (omit at level 0)")
     p.add_argument("--fraction", type=float, required=True, help="fraction pruned per level")
+    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--level", type=int, required=True)
@@ -134,7 +143,8 @@ def curvature_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     row = curvature_row(from_json(TrainHParams, args.hparams),
                         from_json(AnalysisHParams, args.analyses), args.model, args.mask,
-                        args.fraction, args.seed, args.k, args.level, pick_device(args.device))
+                        args.fraction, args.seed, args.k, args.level, pick_device(args.device),
+                        args.counting)
     atomic.save_frame(pd.DataFrame([row], columns=CURVATURE_COLUMNS), args.out)
     print(", ".join(f"{c} {row[c]:.4g}" for c in ("density", "top_eigenvalue", "trace",
                                                    "quad_magnitude", "quad_random")))

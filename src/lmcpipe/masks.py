@@ -19,30 +19,67 @@ def ones_like(weights: dict[str, torch.Tensor]) -> Mask:
     return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
 
 
-def density(mask: Mask) -> float:
+COUNTINGS = ("open_lth", "prunable")
+# what ``density`` is a fraction of, per counting (the ``density_of`` column of the tables)
+DENSITY_OF = {"open_lth": "all_weights", "prunable": "prunable_weights"}
+
+
+def frozen_count(record: dict, counting: str) -> int:
+    """Weights a level's count and density include though IMP never prunes them.
+
+    open_lth's mask holds every conv/linear weight, the tensors it never prunes (LeNet's and
+    VGG's output layer) as all ones, and its 20 % and its density are over that mask; lmcpipe's
+    ``prunable`` counting leaves them out. ``record`` is a model artifact (``frozen``: the names
+    of its never-pruned conv/linear weights).
+    """
+    if counting not in COUNTINGS:
+        raise ValueError(f"unknown counting '{counting}' (known: {', '.join(COUNTINGS)})")
+    if counting == "prunable":
+        return 0
+    if "frozen" not in record:
+        raise ValueError("model artifact has no 'frozen' names (written before open_lth "
+                         "counting); delete it and rerun snakemake to rebuild it")
+    return sum(record["state_dict"][n].numel() for n in record["frozen"])
+
+
+def density(mask: Mask, frozen: int = 0) -> float:
+    """Kept fraction; ``frozen`` never-pruned weights count as kept (``frozen_count``)."""
     kept = sum(int(m.sum()) for m in mask.values())
-    return kept / sum(m.numel() for m in mask.values())
+    return (kept + frozen) / (sum(m.numel() for m in mask.values()) + frozen)
 
 
-def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask | None, fraction: float) -> Mask:
-    """Remove ``ceil(fraction * remaining)`` of the remaining weights with the smallest |w|.
+def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask | None, fraction: float,
+                    counting: str = "prunable", frozen: int = 0) -> Mask:
+    """Remove the smallest-|w| remaining weights, globally over all given tensors; already
+    pruned weights stay pruned, so masks are nested.
 
-    Global over all given tensors. Already-pruned weights stay pruned, so masks are nested.
-    Ties are broken by position (a stable sort over the concatenation in the dict's order), so
-    the result is deterministic.
+    ``prunable``: exactly ``n = ceil(fraction * remaining)`` go, ties broken by position (a
+    stable sort over the concatenation in the dict's order).
+    ``open_lth`` (``open_lth.pruning.sparse_global``): ``n = ceil(fraction * (remaining +
+    frozen))``, counting the ``frozen`` never-pruned weights too, and a weight is kept iff
+    |w| > t, t the ``n``-th (0-based) smallest remaining |w|: n + 1 go, and any ties with t.
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"prune fraction must be in [0, 1), got {fraction}")
+    if counting not in COUNTINGS:
+        raise ValueError(f"unknown counting '{counting}' (known: {', '.join(COUNTINGS)})")
     mask = mask if mask is not None else ones_like(weights)
     names = list(weights)
     keep = torch.cat([mask[n].flatten() for n in names])
     scores = torch.cat([weights[n].detach().abs().flatten().double() for n in names])
-    scores = torch.where(keep, scores, torch.full_like(scores, -1.0))
     remaining = int(keep.sum())
-    n_prune = math.ceil(fraction * remaining)
-    order = torch.sort(scores, stable=True).indices
-    new_keep = torch.ones_like(keep)
-    new_keep[order[: keep.numel() - remaining + n_prune]] = False
+    if counting == "open_lth":
+        n_prune = math.ceil(fraction * (remaining + frozen))
+        if n_prune >= remaining:
+            raise ValueError(f"cannot prune {n_prune + 1} of the {remaining} remaining weights")
+        threshold = torch.sort(scores[keep]).values[n_prune]
+        new_keep = keep & (scores > threshold)
+    else:
+        scores = torch.where(keep, scores, torch.full_like(scores, -1.0))
+        n_prune = math.ceil(fraction * remaining)
+        order = torch.sort(scores, stable=True).indices
+        new_keep = torch.ones_like(keep)
+        new_keep[order[: keep.numel() - remaining + n_prune]] = False
     out, start = {}, 0
     for n in names:
         size = weights[n].numel()
@@ -61,8 +98,17 @@ def shuffle_within_layers(mask: Mask, *seed_parts: object) -> Mask:
     return out
 
 
-def save(mask: Mask, path: str, **meta: float | int) -> None:
-    atomic.save_torch({"masks": mask, "density": density(mask), **meta}, path)
+def save(mask: Mask, path: str, frozen: int = 0, **meta: float | int) -> None:
+    """A mask file: the mask, its ``density`` counting ``frozen`` never-pruned weights as kept
+    (the experiment's convention, what tables report), ``density_prunable`` over the prunable
+    weights only, and ``frozen`` itself, so that masks derived from it keep the convention."""
+    atomic.save_torch({"masks": mask, "density": density(mask, frozen),
+                       "density_prunable": density(mask), "frozen": frozen, **meta}, path)
+
+
+def load_frozen(path: str | None) -> int:
+    """The ``frozen`` count a mask file was saved with (0 for level 0, which has no file)."""
+    return 0 if path is None else int(atomic.load_torch(path).get("frozen", 0))
 
 
 def load(path: str | None) -> Mask | None:

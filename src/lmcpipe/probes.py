@@ -19,7 +19,6 @@ deeper taken from θ_L's magnitudes instead of θ_{L+1}'s).
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
@@ -54,15 +53,18 @@ def oneshot_fraction(fraction: float, steps: int) -> float:
 
 
 def oneshot_mask(theta: dict[str, torch.Tensor], mask: masks.Mask | None, fraction: float,
-                 method: str, *seed_parts: object) -> masks.Mask:
-    """Prune ``fraction`` of the weights ``mask`` keeps, by magnitude of ``theta`` or at random
-    (the same count, uniform over the kept weights of the whole network)."""
+                 method: str, *seed_parts: object, counting: str = "prunable",
+                 frozen: int = 0) -> masks.Mask:
+    """Prune ``fraction`` of the weights ``mask`` keeps, by magnitude of ``theta`` (counted as
+    the chain counts, ``masks.magnitude_prune``) or at random (as many as magnitude removes,
+    uniform over the kept weights of the whole network)."""
     mask = mask if mask is not None else masks.ones_like(theta)
-    if method == "magnitude":
-        return masks.magnitude_prune(theta, mask, fraction)
-    if method != "random":
+    if method not in METHODS:
         raise ValueError(f"unknown one-shot pruning method '{method}' (use {METHODS})")
-    count = math.ceil(fraction * sum(int(m.sum()) for m in mask.values()))  # as magnitude
+    by_magnitude = masks.magnitude_prune(theta, mask, fraction, counting, frozen)
+    if method == "magnitude":
+        return by_magnitude
+    count = sum(int(m.sum()) - int(by_magnitude[n].sum()) for n, m in mask.items())
     removed = random_removal(mask, count, "oneshot-random", *seed_parts)
     return {n: mask[n] & ~removed[n] for n in mask}
 
@@ -103,6 +105,8 @@ def add_oneshot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="θ_L")
     p.add_argument("--mask", help="m_L (omit at level 0)")
     p.add_argument("--fraction", type=float, required=True, help="f, per IMP step")
+    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
     p.add_argument("--steps", type=int, nargs="+", required=True,
                    help="j: IMP steps pruned in one shot (one per --out)")
     p.add_argument("--method", choices=METHODS, nargs="+", required=True,
@@ -121,8 +125,10 @@ def oneshot_main(args: argparse.Namespace) -> None:
     record = atomic.load_torch(args.model)
     theta = {n: record["state_dict"][n] for n in record["prunable"]}
     previous = masks.load(args.mask)
+    frozen = masks.frozen_count(record, args.counting)
     for steps, method, out in zip(args.steps, args.method, args.out, strict=True):
         p = oneshot_fraction(args.fraction, steps)
-        mask = oneshot_mask(theta, previous, p, method, args.seed, args.k, args.level, steps)
-        masks.save(mask, out, level=args.level, steps=steps, fraction=p)
-        print(f"{method} one-shot p = {p:.4f}: density {masks.density(mask):.6f}")
+        mask = oneshot_mask(theta, previous, p, method, args.seed, args.k, args.level, steps,
+                            counting=args.counting, frozen=frozen)
+        masks.save(mask, out, frozen=frozen, level=args.level, steps=steps, fraction=p)
+        print(f"{method} one-shot p = {p:.4f}: density {masks.density(mask, frozen):.6f}")

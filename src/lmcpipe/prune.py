@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="trained network whose magnitudes are pruned")
     p.add_argument("--mask", help="previous level's mask (omit at level 1)")
     p.add_argument("--fraction", type=float, required=True, help="fraction of remaining removed")
+    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
     p.add_argument("--level", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--random-out", help="also write the random-pruning mask here")
@@ -24,12 +26,14 @@ def main(args: argparse.Namespace) -> None:
     previous = masks.load(args.mask)
     state = atomic.load_torch(args.model)
     weights = {n: state["state_dict"][n] for n in state["prunable"]}
-    mask = masks.magnitude_prune(weights, previous, args.fraction)
-    masks.save(mask, args.out, level=args.level)
-    print(f"level {args.level}: density {masks.density(mask):.6f}")
+    frozen = masks.frozen_count(state, args.counting)
+    mask = masks.magnitude_prune(weights, previous, args.fraction, args.counting, frozen)
+    masks.save(mask, args.out, frozen=frozen, level=args.level)
+    print(f"level {args.level}: density {masks.density(mask, frozen):.6f} ({args.counting}), "
+          f"{masks.density(mask):.6f} of the prunable weights")
     if args.random_out:
         if args.seed is None or args.k is None:
             raise SystemExit("lmcpipe prune: --random-out needs --seed and --k")
         shuffled = masks.shuffle_within_layers(mask, args.seed, args.k, args.level)
-        masks.save(shuffled, args.random_out, level=args.level)
-        print(f"random mask level {args.level}: density {masks.density(shuffled):.6f}")
+        masks.save(shuffled, args.random_out, frozen=frozen, level=args.level)
+        print(f"random mask level {args.level}: density {masks.density(shuffled, frozen):.6f}")

@@ -1,7 +1,8 @@
 """Per-round analyses of one IMP chain (paper B, Maene et al. 2021; paper C, Paul et al. 2023).
 
 A chain is the init W_0, the trained solutions theta_L and the masks m_L of levels L = 0..N
-(m_0 all True, m_{L+1} = magnitude_prune(theta_L, m_L, fraction)). Everything here is a pure
+(m_0 all True, m_{L+1} = magnitude_prune(theta_L, m_L, fraction, counting, frozen)); densities
+count the ``frozen`` never-pruned weights as the chain's masks do. Everything here is a pure
 function of dicts of tensors; the caller adds identifying columns (experiment, seed, k).
 Norms, angles and counts are computed in float64 so that large networks do not lose precision.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lmcpipe.masks import Mask, density
+from lmcpipe.masks import Mask, density, magnitude_prune
 
 Weights = dict[str, torch.Tensor]
 
@@ -131,14 +132,19 @@ def shared_edges(pairs: Sequence[tuple[Weights, Mask]], n_bins: int) -> np.ndarr
     return np.linspace(-top, top, n_bins + 1)
 
 
-def smallest_set(weights: Weights, mask: Mask, fraction: float) -> Mask:
-    """The ceil(fraction · kept) kept weights with the smallest |w|: what the next round prunes.
+def smallest_set(weights: Weights, mask: Mask, fraction: float, counting: str = "prunable",
+                 frozen: int = 0) -> Mask:
+    """The kept weights with the smallest |w| that the next round prunes: ``mask &
+    ~smallest_set(...)`` equals :func:`lmcpipe.masks.magnitude_prune`'s result exactly.
 
-    Same ordering as :func:`lmcpipe.masks.magnitude_prune` (stable sort over the concatenation
-    in the mask's dict order), so ``mask & ~smallest_set(...)`` equals its result exactly.
+    ``prunable`` counting: ceil(fraction · kept) of them, in the same stable order (fraction may
+    reach 1 here); ``open_lth``: magnitude_prune's complement within the mask.
     """
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if counting != "prunable":
+        kept = magnitude_prune(weights, mask, fraction, counting, frozen)
+        return {n: mask[n] & ~kept[n] for n in mask}
     names = list(mask)
     keep = _flat_mask(mask, names)
     scores = torch.where(keep, _flat(weights, names).abs(), -1.0)
@@ -170,7 +176,8 @@ def overlap(set_a: Mask, set_b: Mask) -> dict[str, float]:
 
 
 def new_small_weights(
-    theta_L: Weights, theta_L1: Weights, mask_L1: Mask, fraction: float
+    theta_L: Weights, theta_L1: Weights, mask_L1: Mask, fraction: float,
+    counting: str = "prunable", frozen: int = 0,
 ) -> dict[str, float]:
     """Paper C: does retraining change which weights are smallest?
 
@@ -179,8 +186,8 @@ def new_small_weights(
     the same size, so ``overlap`` (fraction of before in after) is symmetric; ``chance`` is the
     overlap two random sets of that size would have on average, |set| / kept.
     """
-    before = smallest_set(theta_L, mask_L1, fraction)
-    after = smallest_set(theta_L1, mask_L1, fraction)
+    before = smallest_set(theta_L, mask_L1, fraction, counting, frozen)
+    after = smallest_set(theta_L1, mask_L1, fraction, counting, frozen)
     o = overlap(before, after)
     kept = sum(int(m.sum()) for m in mask_L1.values())
     chance = o["size_a"] / kept if kept else math.nan
@@ -199,6 +206,8 @@ def chain_tables(
     masks: dict[int, Mask],
     fraction: float,
     bins: int | Sequence[float] | np.ndarray = 40,
+    counting: str = "prunable",
+    frozen: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """All tidy tables of one chain: "angles", "thresholds", "histograms", "small_weights".
 
@@ -214,15 +223,16 @@ def chain_tables(
     thresholds, hists, small = [], [], []
     for L in levels:
         hist = weight_histogram(solutions[L], masks[L], edges)
-        hists.append(hist.assign(level=L, density=density(masks[L])))
+        hists.append(hist.assign(level=L, density=density(masks[L], frozen)))
         if L + 1 in masks:
             m0, m1 = masks[L], masks[L + 1]
             thr = pruning_threshold(solutions[L], m0, m1)
             low = smallest_kept(solutions[L], m1)
-            thresholds.append((L, density(m0), density(m1), thr, low))
+            thresholds.append((L, density(m0, frozen), density(m1, frozen), thr, low))
         if L + 1 in masks and L + 1 in solutions:
-            row = new_small_weights(solutions[L], solutions[L + 1], masks[L + 1], fraction)
-            small.append({"level": L, "density": density(masks[L + 1]), **row})
+            row = new_small_weights(solutions[L], solutions[L + 1], masks[L + 1], fraction,
+                                    counting, frozen)
+            small.append({"level": L, "density": density(masks[L + 1], frozen), **row})
     hist_cols = ["level", "density", "bin_left", "bin_right", "count"]
     hist_df = (
         pd.concat(hists, ignore_index=True)[hist_cols] if hists else pd.DataFrame(columns=hist_cols)

@@ -46,6 +46,7 @@ rule rounds:
         [f"{paths.ROUNDS}/{t}.csv" for t in paths.ROUND_TABLES],
     params:
         fraction=lambda w: exp_of(w).prune.fraction,
+        counting=lambda w: exp_of(w).prune.counting,
         bins=lambda w: exp_of(w).analyses.histogram_bins,
         out=lambda w: paths.ROUNDS.format(**w),
         code=codever.version("chain"),
@@ -55,7 +56,8 @@ rule rounds:
         "logs/{exp}/s{seed}/k{k}/chain/rounds.log",
     shell:
         "python -m lmcpipe rounds --rewind {input.rewind} --models {input.models}"
-        " --masks {input.masks} --fraction {params.fraction} --bins {params.bins}"
+        " --masks {input.masks} --fraction {params.fraction} --counting {params.counting}"
+        " --bins {params.bins}"
         " --out-dir {params.out} > {log} 2>&1"
 
 
@@ -68,6 +70,7 @@ rule curvature:
         hp=train_hparams,
         analyses=lambda w: quoted(to_json(exp_of(w).analyses)),
         fraction=lambda w: exp_of(w).prune.fraction,
+        counting=lambda w: exp_of(w).prune.counting,
         mask=mask_args,
         code=codever.version("chain"),
     threads: job_threads
@@ -87,6 +90,7 @@ rule curvature:
     shell:
         "python -m lmcpipe curvature --hparams {params.hp} --analyses {params.analyses}"
         " --model {input.model} {params.mask} --fraction {params.fraction}"
+        " --counting {params.counting}"
         " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level} --out {output}"
         " --threads {threads} --device {resources.device} > {log} 2>&1"
 
@@ -136,6 +140,7 @@ for _exp in EXPERIMENTS.values():
                 exp=_exp.name,
             params:
                 fraction=lambda w: exp_of(w).prune.fraction,
+                counting=lambda w: exp_of(w).prune.counting,
                 methods=" ".join(p.method for p in probe_arms(_exp, "oneshot")),
                 steps=" ".join(str(p.steps) for p in probe_arms(_exp, "oneshot")),
                 mask=mask_args,
@@ -151,7 +156,8 @@ for _exp in EXPERIMENTS.values():
                 "logs/{exp}/s{seed}/k{k}/oneshot/L{level}/masks.log",
             shell:
                 "python -m lmcpipe oneshot-mask --model {input.model} {params.mask}"
-                " --fraction {params.fraction} --steps {params.steps} --method {params.methods}"
+                " --fraction {params.fraction} --counting {params.counting}"
+                " --steps {params.steps} --method {params.methods}"
                 " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level}"
                 " --out {output} > {log} 2>&1"
 

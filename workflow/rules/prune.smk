@@ -12,6 +12,7 @@ rule prune:
         level=r"[1-9]\d*",
     params:
         fraction=lambda w: exp_of(w).prune.fraction,
+        counting=lambda w: exp_of(w).prune.counting,
         mask=mask_args,
         code=codever.version("prune"),
     threads: aux_threads
@@ -25,5 +26,6 @@ rule prune:
         "logs/{exp}/s{seed}/k{k}/imp/L{level}/prune.log",
     shell:
         "python -m lmcpipe prune --model {input.model} {params.mask} --fraction {params.fraction}"
+        " --counting {params.counting}"
         " --level {wildcards.level} --out {output.imp} --random-out {output.random}"
         " --seed {wildcards.seed} --k {wildcards.k} > {log} 2>&1"
