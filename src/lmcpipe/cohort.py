@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmcpipe import atomic, data, masks, models, paths, stacked
+from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams, from_json
 from lmcpipe.train import model_record, pick_device, run_fingerprint, start_model, train
 
@@ -61,6 +62,31 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
+                 members: list[Member], chunk: list[int], prints: list[str], dataset: data.Data,
+                 fresh_rng: torch.Tensor) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
+    """Train the members ``chunk`` indexes: alone through ``train.train`` or stacked."""
+    if len(chunk) == 1:
+        i = chunk[0]
+        m = members[i]
+        torch.set_rng_state(fresh_rng)  # as in a process of its own
+        model = start_model(hp, m.start or None, seed, start_step, level)
+        rows = train(hp, model, dataset, order=m.order, copy=m.copy, start_step=start_step,
+                     mask=masks.load(m.mask or None), fingerprint=prints[i],
+                     resume_path=paths.resume_file(m.model_out),
+                     references=[atomic.load_torch(r)["state_dict"] for r in m.references])
+        return [({k: v.detach().cpu() for k, v in model.state_dict().items()}, rows)]
+    starts = [start_model(hp, members[i].start or None, seed, start_step, level).state_dict()
+              for i in chunk]
+    key = hashlib.sha256(json.dumps([prints[i] for i in chunk]).encode()).hexdigest()
+    finals, rows = stacked.train_stacked(
+        hp, models.build(hp.model, hp.dataset), starts, dataset,
+        [(members[i].order, members[i].copy) for i in chunk],
+        [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
+        resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key)
+    return list(zip(finals, rows, strict=True))
+
+
 def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
                  members: list[Member], dataset: data.Data, stack: int = 1
                  ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
@@ -87,26 +113,11 @@ def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
     together = [i for i in todo if i not in solo]
     chunks = [[i] for i in solo] + _chunks(together, stack)
     for chunk in sorted(chunks):
-        if len(chunk) == 1:
-            i = chunk[0]
-            m = members[i]
-            torch.set_rng_state(fresh_rng)  # as in a process of its own
-            model = start_model(hp, m.start or None, seed, start_step, level)
-            rows = train(hp, model, dataset, order=m.order, copy=m.copy, start_step=start_step,
-                         mask=masks.load(m.mask or None), fingerprint=prints[i],
-                         resume_path=paths.resume_file(m.model_out),
-                         references=[atomic.load_torch(r)["state_dict"] for r in m.references])
-            results = [({k: v.detach().cpu() for k, v in model.state_dict().items()}, rows)]
-        else:
-            starts = [start_model(hp, members[i].start or None, seed, start_step, level)
-                      .state_dict() for i in chunk]
-            key = hashlib.sha256(json.dumps([prints[i] for i in chunk]).encode()).hexdigest()
-            finals, rows = stacked.train_stacked(
-                hp, models.build(hp.model, hp.dataset), starts, dataset,
-                [(members[i].order, members[i].copy) for i in chunk],
-                [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
-                resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key)
-            results = list(zip(finals, rows, strict=True))
+        try:
+            results = _train_chunk(hp, seed, start_step, level, members, chunk, prints, dataset,
+                                   fresh_rng)
+        except Diverged as e:  # name the run; no model.pt of the cohort is written
+            raise e.of(os.path.dirname(members[chunk[e.member]].model_out)) from None
         for i, (state, rows) in zip(chunk, results, strict=True):
             atomic.save_torch({"fingerprint": prints[i], "state_dict": state,
                                "rows": json.dumps(rows)}, paths.partial_file(members[i].model_out))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 from torch import nn
@@ -39,6 +40,7 @@ from lmcpipe import atomic, data, masks
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.train import (
+    LossWatch,
     augmenter,
     autocast,
     batch_indices,
@@ -77,8 +79,10 @@ def train_stacked(hp: TrainHParams, *args, **kwargs):
     what vmap makes of a batched conv — gave ResNet-20 gradients 3–7e-3 off the float64 values
     for some members, where the plain CPU kernels (and single runs with oneDNN) are within 1e-6.
     """
-    with torch.backends.mkldnn.flags(enabled=False):
-        return _train_stacked(hp, *args, **kwargs)
+    with warnings.catch_warnings():  # the flag's notice about TF32 on Intel GPUs is noise here
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            return _train_stacked(hp, *args, **kwargs)
 
 
 def _train_stacked(
@@ -153,8 +157,10 @@ def _train_stacked(
     x, y = dataset.train_x, dataset.train_y
     augment = augmenter(hp.dataset, dataset)
     caches: list[dict] = [{} for _ in range(k_members)]
+    watch = LossWatch(step)  # raises Diverged(member=i) before anything is written
     while step < stop:
         if step in eval_at:
+            watch.check()
             evaluate(step)
         xs, ys = [], []
         for i, (order, copy) in enumerate(streams):
@@ -164,13 +170,15 @@ def _train_stacked(
             ys.append(y.index_select(0, idx))
         xb, yb = torch.stack(xs), torch.stack(ys).to(device, non_blocking=True)
         with autocast(hp, device):
-            loss = stacked_loss(params, buffers, xb, yb).sum()
+            losses = stacked_loss(params, buffers, xb, yb)
         for p in params.values():
             p.grad = None
-        loss.backward()
+        losses.sum().backward()
+        watch.add(losses)
         masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
+            watch.check()
             atomic.save_torch({
                 "fingerprint": fingerprint,
                 "params": {n: t.detach() for n, t in params.items()},
@@ -180,6 +188,7 @@ def _train_stacked(
                 "rows": json.dumps(rows),
                 "rng": torch.get_rng_state(),
             }, resume_path)
+    watch.check()
     if record:
         evaluate(stop)
     finals = [{**member_state(params, i), **member_state(buffers, i)} for i in range(k_members)]

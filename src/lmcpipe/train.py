@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lmcpipe import atomic, data, masks, models, optim, paths
+from lmcpipe.errors import Diverged
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams, from_json, to_json
 from lmcpipe.models import PrunableModel
@@ -97,6 +98,32 @@ def eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int)
     ]
 
 
+class LossWatch:
+    """The training losses since the last check, kept on the device: ``check`` costs one host
+    sync, so it runs at evaluations, checkpoints and the end instead of every step.
+
+    A loss may be a scalar or one value per stacked member; ``check`` raises ``Diverged`` with
+    the first step (and member) whose loss is not finite.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step, self.pending = step, []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+
+    def check(self) -> None:
+        if not self.pending:
+            return
+        losses = torch.stack(self.pending).float().reshape(len(self.pending), -1).cpu()
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):
+            row, member = (int(i) for i in bad.nonzero()[0])
+            raise Diverged(self.step + row, float(losses[row, member]), member=member)
+        self.step += len(self.pending)
+        self.pending = []
+
+
 def train(
     hp: TrainHParams,
     model: PrunableModel,
@@ -120,7 +147,8 @@ def train(
     Pruned weights (mask False) are zero at the start and stay exactly zero: gradients are masked
     before each step (so momentum/Adam moments stay zero there) and weights after it.
     With ``references`` and ``hp.repel_lambda`` != 0 the loss gets paper B's repellent /
-    attractive term (``repulsion``).
+    attractive term (``repulsion``). A NaN or infinite loss raises ``Diverged`` at the next
+    evaluation, checkpoint or the end (``LossWatch``), before anything is written.
     """
     stop = hp.steps if stop_step is None else stop_step
     device = dataset.device
@@ -152,8 +180,10 @@ def train(
     reg = (repulsion(hp.repel_lambda, model, references, mask)
            if references and hp.repel_lambda else None)
     cache: dict = {}
+    watch = LossWatch(step)
     while step < stop:
         if step in eval_at and step not in done:
+            watch.check()
             rows += eval_rows(model, dataset, hp, step)
             done.add(step)
         # indices live with the images (on the host for memory-mapped ImageNet); index_select
@@ -168,9 +198,11 @@ def train(
             loss = loss + reg()
         model.zero_grad(set_to_none=True)
         loss.backward()
+        watch.add(loss)
         masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
+            watch.check()
             atomic.save_torch(
                 {
                     "fingerprint": fingerprint,
@@ -182,6 +214,7 @@ def train(
                 },
                 resume_path,
             )
+    watch.check()
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)
     return rows
@@ -318,12 +351,15 @@ def main(args: argparse.Namespace) -> None:
     fingerprint = run_fingerprint(hp, args.seed, args.start_step, args.stop_step, args.level,
                                   args.order, args.copy, args.start, args.mask, args.references)
     resume = paths.resume_file(args.model_out)
-    rows = train(
-        hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
-        stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
-        fingerprint=fingerprint, record=bool(args.metrics_out),
-        references=[atomic.load_torch(r)["state_dict"] for r in args.references],
-    )
+    try:
+        rows = train(
+            hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
+            stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
+            fingerprint=fingerprint, record=bool(args.metrics_out),
+            references=[atomic.load_torch(r)["state_dict"] for r in args.references],
+        )
+    except Diverged as e:
+        raise e.of(os.path.dirname(args.model_out) or args.model_out) from None
     stop = hp.steps if args.stop_step is None else args.stop_step
     if args.metrics_out:
         atomic.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)

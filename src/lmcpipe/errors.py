@@ -1,0 +1,25 @@
+"""Errors whose message is the whole story: ``lmcpipe.cli.main`` prints them as one line.
+
+Kept free of torch and of other lmcpipe modules, so the CLI can catch them before a stage's
+heavy imports.
+"""
+
+from __future__ import annotations
+
+
+class StageError(Exception):
+    """A failure with a complete one-line message (what is wrong, where, what to do)."""
+
+
+class Diverged(StageError):
+    """A run whose training loss became NaN or infinite: nothing of it is written."""
+
+    def __init__(self, step: int, loss: float, run: str = "", member: int = 0) -> None:
+        self.step, self.loss, self.run, self.member = step, loss, run, member
+        where = f"run {run}: " if run else ""
+        super().__init__(f"{where}training loss is {loss} at step {step}: the run diverged "
+                         "(lower the learning rate or add warmup); nothing was written")
+
+    def of(self, run: str) -> Diverged:
+        """The same error naming ``run`` (its directory)."""
+        return Diverged(self.step, self.loss, run)
