@@ -282,3 +282,29 @@ def test_killed_training_job_resumes_on_the_next_run(tmp_path):
     log = (tmp_path / "logs/tiny/s0/k0/L0/dense_train.log").read_text()
     assert "resumed at step" in log
     assert (tmp_path / target).exists() and not resume.exists()
+
+
+def test_damaged_checkpoint_is_named_and_rebuilt_once_deleted(workdir, tmp_path):
+    """A truncated dense model.pt (in a copy of the built workdir, read with the same config: a
+    new data_root would retrain everything): level 1's prune job fails with one line naming the
+    file and the remedy; deleting the file and rerunning rebuilds it."""
+    import shutil
+
+    from lmcpipe import atomic
+
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy, symlinks=True)  # keeps mtimes: nothing to do in the copy
+    model = f"{paths.dense('tiny', 0)}/{paths.MODEL}"
+    target = paths.mask("tiny", 0, 0, "imp", 1)
+    with open(copy / model, "r+b") as f:
+        f.truncate((copy / model).stat().st_size // 2)
+    failed = snakemake(copy, config_of(workdir), target)
+    assert failed.returncode != 0
+    log = (copy / "logs/tiny/s0/k0/imp/L1/prune.log").read_text().splitlines()
+    assert len(log) == 1 and log[0].startswith(f"lmcpipe prune: {model} is damaged ("), log
+    assert log[0].endswith("delete it and rerun snakemake, which rebuilds it")
+    (copy / model).unlink()
+    rebuilt = snakemake(copy, config_of(workdir), target)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert set(job_counts(rebuilt.stderr + rebuilt.stdout)) == {"cohort_dense_tiny", "prune"}
+    assert atomic.load_torch(copy / model)["state_dict"]

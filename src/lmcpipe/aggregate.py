@@ -2,7 +2,8 @@
 
 Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
 
-* ``runs.csv`` — one row per trained copy: its identity, density and final train/test metrics;
+* ``runs.csv`` — one row per trained copy: its identity, density and final train/test metrics,
+  and ``at_chance`` when it ended no better than guessing (``chance_error``);
 * ``paths.csv`` — one row per pair x alpha x split: loss and error along the interpolation path;
 * ``instability.csv`` — one row per pair x split: error barrier and whether it is stable;
 * ``curves.csv`` — one row per run x eval step x split: the training curves;
@@ -22,9 +23,17 @@ import pandas as pd
 
 from lmcpipe import atomic, paths, plan
 from lmcpipe.barrier import barrier
-from lmcpipe.hparams import Experiment, experiment_from_json
+from lmcpipe.hparams import DENSITY_OF, Experiment, experiment_from_json
 
-ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "order"]
+ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
+CHANCE_FACTOR = 1.5
+
+
+def chance_error(classes: int) -> float:
+    """Test error from which a run counts as at chance: accuracy below 1.5x that of guessing
+    (85 % error with 10 classes). A diverged or collapsed run lands there, and its pairs then
+    look stable (two constant predictors have no barrier), so tables flag it."""
+    return 1 - CHANCE_FACTOR / classes
 
 
 def _density(exp: Experiment, run: plan.Run, cache: dict[str, float]) -> float:
@@ -36,35 +45,44 @@ def _density(exp: Experiment, run: plan.Run, cache: dict[str, float]) -> float:
     return cache[mask]
 
 
-def tables(exp: Experiment) -> dict[str, pd.DataFrame]:
-    """Read every artifact of ``exp`` (as enumerated by ``plan``) into the four tables."""
+def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
+    """Read every artifact of ``exp`` (as enumerated by ``plan``) into the four tables.
+
+    ``density`` is over the set ``density_of`` names (``masks.DENSITY_OF``: all conv/linear
+    weights with open_lth counting, the prunable ones otherwise); ``classes`` sets the
+    ``at_chance`` flag of runs and of pairs with a copy at chance."""
     densities: dict[str, float] = {}
-    runs, curves = [], []
+    density_of = DENSITY_OF[exp.prune.counting]
+    runs, curves, chance = [], [], {}
     for run in plan.runs(exp):
-        ident = {"experiment": exp.name, **asdict(run), "density": _density(exp, run, densities)}
+        ident = {"experiment": exp.name, **asdict(run), "density": _density(exp, run, densities),
+                 "density_of": density_of}
         ident["rewind_step"] = ident.pop("k")
         metrics = pd.read_csv(Path(run.dir(exp)) / paths.METRICS)
         curves.append(metrics.assign(**ident))
         final = metrics[metrics["step"] == metrics["step"].max()].set_index("split")
+        chance[run.dir(exp)] = bool(final.loc["test", "error"] >= chance_error(classes))
         runs.append({**ident, "step": int(final["step"].iloc[0]),
                      **{f"{s}_{m}": final.loc[s, m] for s in ("train", "test")
-                        for m in ("loss", "error")}})
+                        for m in ("loss", "error")}, "at_chance": chance[run.dir(exp)]})
     path_frames, inst_frames = [], []
     for pair in plan.pairs(exp):
         ident = {"experiment": exp.name, "variant": pair.variant, "seed": pair.seed,
                  "rewind_step": pair.k, "level": pair.level,
-                 "density": _density(exp, pair.copy(1), densities), "order": pair.order,
-                 "bn_mode": exp.interp.bn_mode}
+                 "density": _density(exp, pair.copy(1), densities), "density_of": density_of,
+                 "order": pair.order, "bn_mode": exp.interp.bn_mode,
+                 "at_chance": any(chance[pair.copy(c).dir(exp)] for c in (1, 2))}
         path = pd.read_csv(plan.path_file(exp, pair))
         path_frames.append(path.assign(**ident))
         b = barrier(path).assign(**ident)
         inst_frames.append(b.assign(stable=b["barrier"] < exp.interp.threshold))
-    run_cols = [*ID, "copy", "step", "train_loss", "train_error", "test_loss", "test_error"]
+    run_cols = [*ID, "copy", "step", "train_loss", "train_error", "test_loss", "test_error",
+                "at_chance"]
     return {
         "runs": pd.DataFrame(runs, columns=run_cols),
         "paths": _frame(path_frames, [*ID, "bn_mode", "alpha", "split", "loss", "error"]),
         "instability": _frame(inst_frames, [*ID, "bn_mode", "split", "barrier", "max_error",
-                                            "endpoint_error", "stable"]),
+                                            "endpoint_error", "stable", "at_chance"]),
         "curves": _frame(curves, [*ID, "copy", "step", "split", "loss", "error"]),
     }
 
@@ -75,9 +93,23 @@ def _frame(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
+def with_flags(frame: pd.DataFrame, runs: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """``frame`` (one row per variant, k, level) with ``density_of`` and ``n_at_chance``: how
+    many of its copy-1 runs ended at chance error."""
+    keys = ["variant", "rewind_step", "level"]
+    copy1 = runs[runs["copy"] == 1]
+    counts = copy1.assign(n_at_chance=copy1["at_chance"].astype(int)).groupby(keys, as_index=False)[
+        "n_at_chance"].sum()
+    out = frame.merge(counts, on=keys, how="left")
+    out["n_at_chance"] = out["n_at_chance"].fillna(0).astype(int)
+    return out.assign(density_of=DENSITY_OF[exp.prune.counting])
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="Experiment as JSON")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--classes", type=int, default=10,
+                   help="classes of the dataset (sets the at_chance flags)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -85,12 +117,17 @@ def main(args: argparse.Namespace) -> None:
 
     exp = experiment_from_json(args.experiment)
     out = Path(args.out_dir)
-    frames = tables(exp)
+    frames = tables(exp, args.classes)
     for name, frame in frames.items():
         atomic.save_frame(frame, out / f"{name}.csv")
-    frames["summary"] = summarise(frames["runs"], frames["instability"], exp.interp.threshold)
+    runs, inst = frames["runs"], frames["instability"]
+    frames["summary"] = with_flags(summarise(runs, inst, exp.interp.threshold), runs, exp)
     atomic.save_frame(frames["summary"], out / "summary.csv")
-    frames["table2"] = table2(frames["runs"], frames["instability"], exp.interp.threshold)
+    frames["table2"] = with_flags(table2(runs, inst, exp.interp.threshold), runs, exp)
     atomic.save_frame(frames["table2"], out / "table2.csv")
+    flagged = runs[runs["at_chance"].astype(bool)]
+    if len(flagged):
+        print(f"warning: {len(flagged)} of {len(runs)} runs ended at chance error "
+              f"(at_chance in runs.csv)")
     for name, frame in frames.items():
         print(f"{name}.csv: {len(frame)} rows")

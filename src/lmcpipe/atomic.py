@@ -39,11 +39,34 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+class DamagedArtifact(Exception):
+    """A checkpoint that exists but cannot be read: truncated, overwritten, not a checkpoint.
+
+    Torch reports that as a zip, pickle or EOF error under a traceback that names neither the
+    file nor the remedy; this message is one line with both, for ``lmcpipe.cli.main`` to print.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: Exception) -> None:
+        first = (str(cause).splitlines() or [""])[0].split(". ")[0]
+        reason = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+        super().__init__(f"{path} is damaged ({reason}); delete it and rerun snakemake, "
+                         "which rebuilds it")
+        self.path = Path(path)
+
+
 def load_torch(path: str | os.PathLike) -> Any:
-    """Load a checkpoint without executing code from it."""
+    """Load a checkpoint without executing code from it; ``DamagedArtifact`` if it is unreadable.
+
+    A missing or forbidden file keeps its own OSError: its message already says what is wrong.
+    """
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, MemoryError):
+        raise
+    except Exception as e:  # torch raises many kinds on malformed input (zip, pickle, EOF, ...)
+        raise DamagedArtifact(path, e) from e
 
 
 def save_text(text: str, path: str | os.PathLike) -> None:

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from lmcpipe.atomic import DamagedArtifact  # stdlib only: no torch import
+
 DESCRIPTION = "lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage."
 
 # subcommand -> (module, add_arguments, main, help)
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     stage_parser = argparse.ArgumentParser(prog=f"lmcpipe {argv[0]}", description=help_text)
     getattr(module, add_name)(stage_parser)
     args = stage_parser.parse_args(argv[1:])
-    getattr(module, main_name)(args)
+    try:
+        getattr(module, main_name)(args)
+    except DamagedArtifact as e:  # the file and the remedy, not torch's traceback
+        print(f"lmcpipe {argv[0]}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -55,6 +55,10 @@ class TrainHParams:
         return lr
 
 
+# prune.counting -> what a density is a fraction of (the ``density_of`` column of the tables)
+DENSITY_OF = {"open_lth": "all_weights", "prunable": "prunable_weights"}
+
+
 @dataclass(frozen=True)
 class PruneHParams:
     """Iterative magnitude pruning: fraction of the remaining weights removed per level, counted

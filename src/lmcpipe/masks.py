@@ -10,6 +10,7 @@ import math
 import torch
 
 from lmcpipe import atomic
+from lmcpipe.hparams import DENSITY_OF
 from lmcpipe.seeds import generator
 
 Mask = dict[str, torch.Tensor]
@@ -19,9 +20,7 @@ def ones_like(weights: dict[str, torch.Tensor]) -> Mask:
     return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
 
 
-COUNTINGS = ("open_lth", "prunable")
-# what ``density`` is a fraction of, per counting (the ``density_of`` column of the tables)
-DENSITY_OF = {"open_lth": "all_weights", "prunable": "prunable_weights"}
+COUNTINGS = tuple(DENSITY_OF)
 
 
 def frozen_count(record: dict, counting: str) -> int:

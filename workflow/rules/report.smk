@@ -14,13 +14,15 @@ rule aggregate:
     params:
         exp=lambda w: quoted(to_json(without_analyses(exp_of(w)))),
         out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
+        classes=lambda w: DATASETS[exp_of(w).train.dataset].num_classes,
         code=codever.version("aggregate"),
     conda:
         "../envs/lmcpipe.yaml"
     log:
         "logs/{exp}/aggregate.log",
     shell:
-        "python -m lmcpipe aggregate --experiment {params.exp} --out-dir {params.out} > {log} 2>&1"
+        "python -m lmcpipe aggregate --experiment {params.exp} --out-dir {params.out}"
+        " --classes {params.classes} > {log} 2>&1"
 
 
 rule figure:
