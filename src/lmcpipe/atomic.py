@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lmcpipe.errors import StageError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -39,7 +41,7 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-class DamagedArtifact(Exception):
+class DamagedArtifact(StageError):
     """A checkpoint that exists but cannot be read: truncated, overwritten, not a checkpoint.
 
     Torch reports that as a zip, pickle or EOF error under a traceback that names neither the

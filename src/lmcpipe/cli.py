@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from lmcpipe.atomic import DamagedArtifact  # stdlib only: no torch import
+from lmcpipe.errors import StageError  # stdlib only: no torch import
 
 DESCRIPTION = "lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage."
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser.parse_args(argv[1:])
     try:
         getattr(module, main_name)(args)
-    except DamagedArtifact as e:  # the file and the remedy, not torch's traceback
+    except StageError as e:  # e.g. a damaged file or a diverged run: one line, no traceback
         print(f"lmcpipe {argv[0]}: {e}", file=sys.stderr)
         return 1
     return 0
