@@ -97,6 +97,26 @@ def test_every_new_figure_renders(case: str, request: pytest.FixtureRequest,
         assert out.stat().st_size > 1000
 
 
+@pytest.mark.parametrize("case", ["full", "demo", "dense_only"])
+def test_table2_text_lies_inside_the_page(case: str, request: pytest.FixtureRequest) -> None:
+    """Every cell (the last column too), the title and the caption are drawn inside the figure,
+    and no cell's text runs over its column's borders."""
+    fig = figures.render("table2", request.getfixturevalue(case))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page, ax = fig.bbox, fig.axes[0]
+    cells = ax.tables[0].get_celld().values()
+    assert len(cells) % 7 == 0
+    for text in [c.get_text() for c in cells] + ax.texts + [ax.title]:
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, text.get_text()
+        assert page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
+    for cell in cells:
+        box, edges = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
+        assert edges.x0 <= box.x0 and box.x1 <= edges.x1, cell.get_text().get_text()
+    figures.plt.close(fig)
+
+
 def _texts(fig) -> str:
     texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
     return " ".join(" ".join(texts).split())  # notes are wrapped
