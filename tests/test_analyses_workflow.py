@@ -144,6 +144,17 @@ def test_rerun_has_nothing_to_do_and_analysis_changes_rerun_only_the_analysis(wd
     assert counts["curvature"] == 2 * 3
 
 
+def test_changing_threads_reruns_no_table(wd):
+    """``threads`` of every experiment (the sweep's members too) changes no table."""
+    changed = {**config_of(wd), "experiments": {
+        name: {**exp, "threads": 2} for name, exp in CONFIG["experiments"].items()}}
+    planned = snakemake(wd, changed, *TARGETS, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    counts = job_counts(planned.stdout)
+    assert not {"aggregate", "aggregate_analysis", "sweep_table", "figure", "figure_analysis",
+                "sweep_figure"} & set(counts), counts
+
+
 def test_repellent_sweep_feeds_earlier_optima_to_the_imp_runs(tmp_path):
     config = {"data_root": str(tmp_path / "data"), "all": ["rep"], "experiments": {"rep": {
         **CONFIG["experiments"]["sweep"], "prune": {"fraction": 0.5, "levels": 2,

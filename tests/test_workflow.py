@@ -174,6 +174,16 @@ def test_changing_training_hyperparameters_reruns_training(workdir):
     assert counts == first
 
 
+def test_changing_threads_reruns_no_table_or_figure(workdir):
+    """``threads`` sets how fast jobs run, not what they compute: no table or figure reruns."""
+    config = yaml.safe_load(yaml.safe_dump(config_of(workdir)))
+    config["experiments"]["tiny"]["threads"] = 2
+    planned = snakemake(workdir, config, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    counts = job_counts(planned.stdout)
+    assert not {"aggregate", "figure"} & set(counts), counts
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value", "named"),
     [

@@ -173,7 +173,7 @@ rule aggregate_analysis:
     wildcard_constraints:
         table="|".join(paths.ANALYSIS_TABLES),
     params:
-        exp=lambda w: quoted(to_json(exp_of(w))),
+        exp=lambda w: table_json(exp_of(w)),
         code=codever.version("analysis_tables"),
     conda:
         "../envs/lmcpipe.yaml"

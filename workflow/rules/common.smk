@@ -314,6 +314,12 @@ def sweep_values(name):
             for m, keys in SWEEPS[name].items()}
 
 
+def table_json(exp):
+    """The experiment's JSON as a param of a table stage, ``threads`` neutralised: it sets how
+    fast jobs run, not what they compute, so editing it reruns no table (and no figure)."""
+    return quoted(to_json(dataclasses.replace(exp, threads=1)))
+
+
 def without_analyses(exp):
     """The experiment as paper A's tables see it: switching papers B/C analyses on or off does
     not rerun them."""

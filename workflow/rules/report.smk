@@ -12,7 +12,7 @@ rule aggregate:
     output:
         [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
     params:
-        exp=lambda w: quoted(to_json(without_analyses(exp_of(w)))),
+        exp=lambda w: table_json(without_analyses(exp_of(w))),
         out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
         classes=lambda w: DATASETS[exp_of(w).train.dataset].num_classes,
         code=codever.version("aggregate"),
