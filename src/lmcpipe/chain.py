@@ -44,20 +44,6 @@ def chain_tables(rewind: str, models: list[str], mask_files: list[str], fraction
                                fraction, bins, counting, masks.frozen_count(records[0], counting))
 
 
-def random_removal(mask: masks.Mask, count: int, *seed_parts: object) -> masks.Mask:
-    """``count`` kept weights chosen uniformly over the whole network (True = removed)."""
-    names = list(mask)
-    kept = torch.cat([mask[n].flatten() for n in names]).nonzero().squeeze(1)
-    pick = kept[torch.randperm(len(kept), generator=generator(*seed_parts))[:count]]
-    flat = torch.zeros(sum(mask[n].numel() for n in names), dtype=torch.bool)
-    flat[pick] = True
-    out, start = {}, 0
-    for n in names:
-        out[n] = flat[start:start + mask[n].numel()].reshape(mask[n].shape)
-        start += mask[n].numel()
-    return out
-
-
 def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_file: str | None,
                   fraction: float, seed: int, k: int, level: int,
                   device: torch.device, counting: str = "prunable") -> dict:
@@ -86,7 +72,7 @@ def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_f
                                 counting, frozen)
     removed = {n_: cpu_mask[n_] & ~nxt[n_] for n_ in names}
     count = sum(int(r.sum()) for r in removed.values())
-    rand = random_removal(cpu_mask, count, "curvature-random", seed, k, level)
+    rand = masks.random_removal(cpu_mask, count, "curvature-random", seed, k, level)
 
     def quad(removal: masks.Mask) -> float:
         delta = {n_: -theta[n_] * removal[n_].to(device, theta[n_].dtype) for n_ in names}

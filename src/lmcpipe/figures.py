@@ -24,8 +24,9 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from lmcpipe.atomic import write_atomic  # noqa: E402
+from lmcpipe.summary import LABELS  # noqa: E402
 
-VARIANT_LABELS = {"imp": "IMP", "randprune": "random pruning", "reinit": "random reinit"}
+VARIANT_LABELS = LABELS  # one definition of the variants' names, in lmcpipe.summary
 SPLITS = ["train", "test"]
 WIDTH = 6.5
 

@@ -97,6 +97,20 @@ def shuffle_within_layers(mask: Mask, *seed_parts: object) -> Mask:
     return out
 
 
+def random_removal(mask: Mask, count: int, *seed_parts: object) -> Mask:
+    """``count`` kept weights chosen uniformly over the whole network (True = removed)."""
+    names = list(mask)
+    kept = torch.cat([mask[n].flatten() for n in names]).nonzero().squeeze(1)
+    pick = kept[torch.randperm(len(kept), generator=generator(*seed_parts))[:count]]
+    flat = torch.zeros(sum(mask[n].numel() for n in names), dtype=torch.bool)
+    flat[pick] = True
+    out, start = {}, 0
+    for n in names:
+        out[n] = flat[start:start + mask[n].numel()].reshape(mask[n].shape)
+        start += mask[n].numel()
+    return out
+
+
 def save(mask: Mask, path: str, frozen: int = 0, **meta: float | int) -> None:
     """A mask file: the mask, its ``density`` counting ``frozen`` never-pruned weights as kept
     (the experiment's convention, what tables report), ``density_prunable`` over the prunable

@@ -23,7 +23,6 @@ import argparse
 import torch
 
 from lmcpipe import atomic, masks
-from lmcpipe.chain import random_removal
 from lmcpipe.seeds import generator
 
 METHODS = ("magnitude", "random")
@@ -65,7 +64,7 @@ def oneshot_mask(theta: dict[str, torch.Tensor], mask: masks.Mask | None, fracti
     if method == "magnitude":
         return by_magnitude
     count = sum(int(m.sum()) - int(by_magnitude[n].sum()) for n, m in mask.items())
-    removed = random_removal(mask, count, "oneshot-random", *seed_parts)
+    removed = masks.random_removal(mask, count, "oneshot-random", *seed_parts)
     return {n: mask[n] & ~removed[n] for n in mask}
 
 
