@@ -24,6 +24,7 @@ import pandas as pd
 from lmcpipe import atomic, paths, plan
 from lmcpipe.barrier import barrier
 from lmcpipe.hparams import DENSITY_OF, Experiment, experiment_from_json
+from lmcpipe.summary import KEYS
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
 CHANCE_FACTOR = 1.5
@@ -48,7 +49,7 @@ def _density(exp: Experiment, run: plan.Run, cache: dict[str, float]) -> float:
 def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
     """Read every artifact of ``exp`` (as enumerated by ``plan``) into the four tables.
 
-    ``density`` is over the set ``density_of`` names (``masks.DENSITY_OF``: all conv/linear
+    ``density`` is over the set ``density_of`` names (``hparams.DENSITY_OF``: all conv/linear
     weights with open_lth counting, the prunable ones otherwise); ``classes`` sets the
     ``at_chance`` flag of runs and of pairs with a copy at chance."""
     densities: dict[str, float] = {}
@@ -96,11 +97,10 @@ def _frame(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 def with_flags(frame: pd.DataFrame, runs: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     """``frame`` (one row per variant, k, level) with ``density_of`` and ``n_at_chance``: how
     many of its copy-1 runs ended at chance error."""
-    keys = ["variant", "rewind_step", "level"]
     copy1 = runs[runs["copy"] == 1]
-    counts = copy1.assign(n_at_chance=copy1["at_chance"].astype(int)).groupby(keys, as_index=False)[
-        "n_at_chance"].sum()
-    out = frame.merge(counts, on=keys, how="left")
+    counts = (copy1.assign(n_at_chance=copy1["at_chance"].astype(int))
+              .groupby(KEYS, as_index=False)["n_at_chance"].sum())
+    out = frame.merge(counts, on=KEYS, how="left")
     out["n_at_chance"] = out["n_at_chance"].fillna(0).astype(int)
     return out.assign(density_of=DENSITY_OF[exp.prune.counting])
 

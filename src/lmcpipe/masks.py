@@ -119,10 +119,6 @@ def save(mask: Mask, path: str, frozen: int = 0, **meta: float | int) -> None:
                        "density_prunable": density(mask), "frozen": frozen, **meta}, path)
 
 
-def load_frozen(path: str | None) -> int:
-    """The ``frozen`` count a mask file was saved with (0 for level 0, which has no file)."""
-    return 0 if path is None else int(atomic.load_torch(path).get("frozen", 0))
-
 
 def load(path: str | None) -> Mask | None:
     if path is None:
