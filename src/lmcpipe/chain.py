@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from lmcpipe import atomic, data, hessian, masks, rounds
+from lmcpipe import atomic, data, hessian, masks, models, rounds
 from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
 from lmcpipe.seeds import generator
-from lmcpipe.train import load_model, pick_device
+from lmcpipe.train import pick_device
 
 CURVATURE_COLUMNS = ["level", "density", "loss", "grad_norm", "top_eigenvalue", "trace",
                      "trace_stderr", "quad_magnitude", "quad_random", "n_pruned", "examples"]
@@ -49,9 +49,10 @@ def curvature_row(hp: TrainHParams, ap: AnalysisHParams, model_file: str, mask_f
                   device: torch.device, counting: str = "prunable") -> dict:
     """One ``curvature`` row for the solution θ_L in ``model_file``."""
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    record = atomic.load_torch(model_file)
+    record = atomic.load_torch(model_file)  # read once: weights and the frozen count
     frozen = masks.frozen_count(record, counting)
-    model, _ = load_model(hp, model_file)
+    model = models.build(hp.model, hp.dataset)
+    model.load_state_dict(record["state_dict"])
     model.to(device)
     names = model.prunable_names()
     theta = {n: model.get_parameter(n).detach() for n in names}
