@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcpipe import aggregate, atomic, cohort, figures, models, train
+from lmcpipe import aggregate, atomic, cohort, models, train
 from lmcpipe.errors import Diverged
+from lmcpipe.figures import render
 from lmcpipe.hparams import to_json
 from tests.helpers import tiny_hparams
 
@@ -98,7 +99,7 @@ def test_runs_at_chance_are_flagged_in_tables_and_figures(tmp_path):
     runs.to_csv(tmp_path / "runs.csv", index=False)
     fig, ax = plt.subplots()
     ax.set_xlabel("weights remaining (%)")
-    figures.annotate(fig, tmp_path / "runs.csv")
+    render.annotate(fig, tmp_path / "runs.csv")
     assert ax.get_xlabel() == "weights remaining (% of all conv/linear weights)"
     notes = [t.get_text() for t in fig.texts]
     assert notes == ["Note: 1 of 4 runs ended at chance error (at_chance in runs.csv); "
@@ -108,7 +109,7 @@ def test_runs_at_chance_are_flagged_in_tables_and_figures(tmp_path):
     clean.to_csv(tmp_path / "runs.csv", index=False)
     fig, ax = plt.subplots()
     ax.set_xlabel("weights remaining at level L+1 (%)")
-    figures.annotate(fig, tmp_path / "runs.csv")
+    render.annotate(fig, tmp_path / "runs.csv")
     assert ax.get_xlabel() == "weights remaining at level L+1 (% of prunable weights)"
     assert not fig.texts
     plt.close(fig)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_bc, figures_probes, figures_sweep
+from lmcpipe.figures import registry
+from lmcpipe.figures.render import render
+from lmcpipe.stages import figure as figure_stage
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "order"]
 SEEDS, ORDERS, LEVELS = (0, 1), (0, 1, 2), 6
@@ -91,13 +94,12 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(name: str, tables: Path, out: Path) -> None:
-    figures.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02, out=str(out)))
+    figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
+                                         out=str(out)))
 
 
 # papers B/C figures read their own tables: tests/test_figures_bc.py renders them
-@pytest.mark.parametrize("name", sorted(set(figures.FIGURES) - set(figures_bc.FIGURES)
-                                         - set(figures_probes.FIGURES)
-                                         - set(figures_sweep.FIGURES)))
+@pytest.mark.parametrize("name", sorted(registry.names(registry.PAPER_A)))
 def test_every_figure_renders_a_pdf(name: str, tables: Path, tmp_path: Path) -> None:
     out = tmp_path / "figs" / f"{name}.pdf"
     _run(name, tables, out)
@@ -108,7 +110,7 @@ def test_every_figure_renders_a_pdf(name: str, tables: Path, tmp_path: Path) -> 
 
 def test_cli_parses_arguments() -> None:
     p = argparse.ArgumentParser()
-    figures.add_arguments(p)
+    figure_stage.add_arguments(p)
     args = p.parse_args(["--name", "imp", "--tables", "t", "--out", "x.pdf"])
     assert args.threshold == 0.02
     with pytest.raises(SystemExit):
@@ -126,22 +128,22 @@ def _data_lines(ax) -> list:
 
 
 def test_imp_has_one_line_per_variant_and_k(tables: Path) -> None:
-    fig = figures.render("imp", tables)
+    fig = render("imp", tables)
     expected = {f"{name} (k={k})" for name in ("IMP", "random pruning", "random reinit")
                 for k in REWIND_STEPS}
     assert expected <= _legend_texts(fig)
     assert len(_data_lines(fig.axes[0])) == len(expected)
     lo, hi = fig.axes[0].get_xlim()
     assert lo > hi  # inverted: dense on the left
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_figures_without_baselines(tmp_path: Path) -> None:
     root = write_tables(tmp_path / "nobase", baselines=())
-    fig = figures.render("imp", root)
+    fig = render("imp", root)
     assert len(_data_lines(fig.axes[0])) == len(REWIND_STEPS)
     assert not any(t.startswith("random") for t in _legend_texts(fig))
-    figures.plt.close(fig)
+    plt.close(fig)
     _run("imp_instability", root, tmp_path / "ii.pdf")
     assert (tmp_path / "ii.pdf").stat().st_size > 1000
 
@@ -153,11 +155,11 @@ def test_missing_rows_raise_helpful_errors(tables: Path, tmp_path: Path) -> None
         df = pd.read_csv(tables / f"{name}.csv")
         df[df["level"] > 0].to_csv(root / f"{name}.csv", index=False)
     with pytest.raises(ValueError, match=r"no dense pairs at k=0 in .*paths\.csv"):
-        figures.render("interp_k0", root)
+        render("interp_k0", root)
     with pytest.raises(ValueError, match=r"no dense pairs .* in .*instability\.csv"):
-        figures.render("instability", root)
+        render("instability", root)
     with pytest.raises(ValueError, match=r"no dense runs .* in .*runs\.csv"):
-        figures.render("imp", root)
+        render("imp", root)
     out = tmp_path / "never.pdf"
     with pytest.raises(ValueError):
         _run("interp_k0", root, out)
@@ -166,8 +168,61 @@ def test_missing_rows_raise_helpful_errors(tables: Path, tmp_path: Path) -> None
 
 def test_missing_table_or_column(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="paths.csv"):
-        figures.render("interp_k0", tmp_path)
+        render("interp_k0", tmp_path)
     pd.DataFrame({"experiment": ["x"], "variant": ["imp"]}).to_csv(tmp_path / "runs.csv",
                                                                    index=False)
     with pytest.raises(ValueError, match="lacks columns"):
-        figures.render("imp", tmp_path)
+        render("imp", tmp_path)
+
+
+# --- the registry -------------------------------------------------------------------------------
+def test_every_registered_figure_resolves_to_a_plot_function() -> None:
+    for name, spec in registry.FIGURES.items():
+        assert spec.family in registry.FAMILIES, name
+        fn = spec.function()
+        assert callable(fn) and fn.__name__.startswith("plot_"), name
+        assert fn.__module__ == spec.module, name
+        assert (spec.family == registry.ANALYSIS) == bool(spec.tables), name
+
+
+def test_every_plot_function_of_the_package_is_registered() -> None:
+    """A ``plot_*`` function outside the registry would be a figure no rule can build."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import lmcpipe.figures
+
+    registered = {(s.module, s.function().__name__) for s in registry.FIGURES.values()}
+    found = set()
+    for info in pkgutil.iter_modules(lmcpipe.figures.__path__):
+        module = importlib.import_module(f"lmcpipe.figures.{info.name}")
+        found |= {(module.__name__, n) for n, f in inspect.getmembers(module, inspect.isfunction)
+                  if n.startswith("plot_") and f.__module__ == module.__name__}
+    assert found == registered
+
+
+def test_paths_lists_are_the_registry_families() -> None:
+    from lmcpipe import paths
+
+    assert registry.names(registry.PAPER_A) == paths.FIGURES
+    assert registry.names(registry.SWEEP) == paths.SWEEP_FIGURES
+    assert registry.analysis_tables() == paths.ANALYSIS_FIGURES
+    assert set(paths.FIGURES) | set(paths.SWEEP_FIGURES) | set(paths.ANALYSIS_FIGURES) == set(
+        registry.FIGURES)
+    # the first table of an analysis figure is one an analysis switch produces
+    assert {t[0] for t in paths.ANALYSIS_FIGURES.values()} <= set(paths.ANALYSIS_TABLES)
+
+
+def test_registry_and_paths_import_without_matplotlib() -> None:
+    """paths and the registry are read while Snakemake parses the rules: no plotting stack."""
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = ("import sys; import lmcpipe.paths, lmcpipe.figures.registry; "
+            "bad = {'matplotlib', 'pandas', 'seaborn', 'torch'} & set(sys.modules); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": src})

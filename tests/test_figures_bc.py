@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_bc
+from lmcpipe.figures import chains, registry
+from lmcpipe.figures.render import render
+from lmcpipe.stages import figure as figure_stage
 
 SEEDS, KS, LEVELS = (0, 1), (0, 100), 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,13 +80,13 @@ def tables(tmp_path_factory) -> Path:
 
 
 def test_registered() -> None:
-    assert set(EXPECTED) <= set(figures.FIGURES)
-    assert all(figures.FIGURES[n] is f for n, f in figures_bc.FIGURES.items())
+    assert set(EXPECTED) <= set(registry.FIGURES)
+    assert all(registry.FIGURES[n].function() is getattr(chains, f"plot_{n}") for n in EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_render_and_save(name: str, tables: Path, tmp_path: Path) -> None:
-    fig = figures.render(name, tables, 0.02)
+    fig = render(name, tables, 0.02)
     try:
         n_axes, titles = EXPECTED[name]
         assert len(fig.axes) == n_axes
@@ -99,26 +101,27 @@ def test_render_and_save(name: str, tables: Path, tmp_path: Path) -> None:
     finally:
         plt.close(fig)
     out = tmp_path / f"{name}.pdf"
-    figures.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02, out=str(out)))
+    figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
+                                         out=str(out)))
     assert out.read_bytes().startswith(b"%PDF")
 
 
 def test_angles_init_row_last(tables: Path) -> None:
     df = pd.read_csv(tables / "angles.csv")
-    m = figures_bc._angle_matrix(df[df["rewind_step"] == 0])
+    m = chains._angle_matrix(df[df["rewind_step"] == 0])
     assert list(m.index) == ["0", "1", "2", "3", "init"]
     assert list(m.columns) == [0, 1, 2, 3]
     assert m.loc["0", 0] == 0.0
 
 
 def test_spread_levels() -> None:
-    assert figures_bc._spread(list(range(4))) == [0, 1, 2, 3]
-    picked = figures_bc._spread(list(range(20)))
+    assert chains.spread(list(range(4))) == [0, 1, 2, 3]
+    picked = chains.spread(list(range(20)))
     assert len(picked) == 6 and picked[0] == 0 and picked[-1] == 19
 
 
 def test_successive_marks_matching(tables: Path) -> None:
-    fig = figures.render("successive", tables, 0.02)
+    fig = render("successive", tables, 0.02)
     try:
         labels = [t.get_text() for t in fig.axes[-1].get_legend().texts]
         assert {"matching (level L+1)", "not matching", "threshold (2%)"} <= set(labels)
@@ -130,11 +133,11 @@ def test_successive_marks_matching(tables: Path) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_missing_or_empty_table(name: str, tables: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{name}.csv"):
-        figures.render(name, tmp_path, 0.02)
+        render(name, tmp_path, 0.02)
     header = pd.read_csv(tables / f"{name}.csv").iloc[:0]
     header.to_csv(tmp_path / f"{name}.csv", index=False)
     with pytest.raises(ValueError, match=f"{name}.csv"):
-        figures.render(name, tmp_path, 0.02)
+        render(name, tmp_path, 0.02)
     plt.close("all")
 
 
@@ -142,10 +145,10 @@ def test_missing_column_and_no_split_rows(tables: Path, tmp_path: Path) -> None:
     df = pd.read_csv(tables / "successive.csv")
     df.drop(columns="barrier").to_csv(tmp_path / "successive.csv", index=False)
     with pytest.raises(ValueError, match=r"successive\.csv lacks columns \['barrier'\]"):
-        figures.render("successive", tmp_path, 0.02)
+        render("successive", tmp_path, 0.02)
     df.assign(split="val").to_csv(tmp_path / "successive.csv", index=False)
     with pytest.raises(ValueError, match="successive.csv"):
-        figures.render("successive", tmp_path, 0.02)
+        render("successive", tmp_path, 0.02)
 
 
 def test_cli(tables: Path, tmp_path: Path) -> None:

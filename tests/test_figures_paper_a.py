@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_paper_a, paths, summary
+from lmcpipe import paths, summary
+from lmcpipe.figures import paper_a_deepest, registry
+from lmcpipe.figures.render import render
+from lmcpipe.stages import figure as figure_stage
 from tests.test_figures import write_tables
 
 NEW = ("control", "interp_imp", "table2", "rewind_instability", "rewind_accuracy",
@@ -75,15 +79,17 @@ def dense_only(full: Path) -> Path:
 
 
 def _run(name: str, tables: Path, out: Path) -> None:
-    figures.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02, out=str(out)))
+    figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
+                                         out=str(out)))
 
 
 def test_registered_everywhere() -> None:
-    assert set(NEW) <= set(figures.FIGURES)
+    assert set(NEW) <= set(registry.FIGURES)
     assert set(NEW) <= set(paths.FIGURES)
-    assert set(paths.FIGURES) <= set(figures.FIGURES)  # every target of rule all can be built
-    owners = {figures.FIGURES[n].__module__ for n in NEW}
-    assert owners == {"lmcpipe.figures_paper_a", "lmcpipe.figures_ranges"}
+    assert set(paths.FIGURES) <= set(registry.FIGURES)  # every target of rule all can be built
+    owners = {registry.FIGURES[n].function().__module__ for n in NEW}
+    assert owners == {"lmcpipe.figures.paper_a", "lmcpipe.figures.paper_a_deepest",
+                      "lmcpipe.figures.ranges"}
 
 
 @pytest.mark.parametrize("case", ["full", "demo", "dense_only"])
@@ -101,7 +107,7 @@ def test_every_new_figure_renders(case: str, request: pytest.FixtureRequest,
 def test_table2_text_lies_inside_the_page(case: str, request: pytest.FixtureRequest) -> None:
     """Every cell (the last column too), the title and the caption are drawn inside the figure,
     and no cell's text runs over its column's borders."""
-    fig = figures.render("table2", request.getfixturevalue(case))
+    fig = render("table2", request.getfixturevalue(case))
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     page, ax = fig.bbox, fig.axes[0]
@@ -114,7 +120,7 @@ def test_table2_text_lies_inside_the_page(case: str, request: pytest.FixtureRequ
     for cell in cells:
         box, edges = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
         assert edges.x0 <= box.x0 and box.x1 <= edges.x1, cell.get_text().get_text()
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def _texts(fig) -> str:
@@ -123,22 +129,22 @@ def _texts(fig) -> str:
 
 
 def test_small_experiments_say_what_is_missing(demo: Path) -> None:
-    fig = figures.render("control", demo)
+    fig = render("control", demo)
     assert "no restart pairs in this experiment (instability.control: false)" in _texts(fig)
-    figures.plt.close(fig)
-    fig = figures.render("rewind_instability", demo)
+    plt.close(fig)
+    fig = render("rewind_instability", demo)
     assert "baseline_pairs: false" in _texts(fig)
     assert "only k = 0" in _texts(fig)
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_control_has_both_curves(full: Path) -> None:
-    fig = figures.render("control", full)
+    fig = render("control", full)
     labels = {t.get_text() for t in fig.axes[-1].get_legend().texts}
     assert any(lab.startswith("T − k") for lab in labels)
     assert any("restarted" in lab for lab in labels)
     assert fig.axes[0].get_xscale() == "symlog"
-    figures.plt.close(fig)
+    plt.close(fig)
 
 
 def test_empty_runs_raise(tmp_path: Path, full: Path) -> None:
@@ -147,7 +153,7 @@ def test_empty_runs_raise(tmp_path: Path, full: Path) -> None:
     root = _write_all(tmp_path / "empty", frames)
     for name in ("table2", "rewind_accuracy", "sparsity_ranges"):
         with pytest.raises(ValueError, match=r"runs\.csv"):
-            figures.render(name, root)
+            render(name, root)
 
 
 # --- summarise on a hand-made case ------------------------------------------------------------
@@ -247,7 +253,7 @@ def test_median_never_counts_as_infinity() -> None:
 
 
 def test_table2_frame(full: Path, demo: Path) -> None:
-    t = figures_paper_a.table2_frame(full)
+    t = paper_a_deepest.table2_frame(full)
     assert list(t["subnetwork"]) == ["dense", "IMP", "random pruning", "random reinit"]
     assert (t["rewind_step"] == 0).all()
     assert list(t["level"]) == [0, 6, 6, 6]
@@ -261,5 +267,5 @@ def test_table2_frame(full: Path, demo: Path) -> None:
     assert t["dense_accuracy_mean"].nunique() == 1
     assert row["matching"] == (row["accuracy_mean"]
                                >= row["dense_accuracy_mean"] - row["dense_accuracy_std"])
-    d = figures_paper_a.table2_frame(demo).set_index("subnetwork")
+    d = paper_a_deepest.table2_frame(demo).set_index("subnetwork")
     assert d.loc["random pruning", "n_pairs"] == 0 and pd.isna(d.loc["random pruning", "stable"])

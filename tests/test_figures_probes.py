@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_probes
+from lmcpipe.figures import probes, registry
+from lmcpipe.figures.render import render
+from lmcpipe.stages import figure as figure_stage
 
 SEEDS, KS, LEVELS, SCALES, STEPS = (0, 1), (0, 100), 3, (0.0, 1.0, 2.0), (1, 2, 3)
 CHAIN_LEVELS = 4  # the IMP chain's levels 0..3: imp_error is NaN beyond
@@ -78,8 +80,9 @@ def _legend_texts(fig) -> set[str]:
 
 
 def test_registered() -> None:
-    assert {"perturb", "max_prune"} <= set(figures.FIGURES)
-    assert all(figures.FIGURES[n] is f for n, f in figures_probes.FIGURES.items())
+    assert {"perturb", "max_prune"} <= set(registry.FIGURES)
+    assert all(registry.FIGURES[n].function() is getattr(probes, f"plot_{n}")
+               for n in ("perturb", "max_prune"))
 
 
 def test_max_prune_ratio_hand_built() -> None:
@@ -94,7 +97,7 @@ def test_max_prune_ratio_hand_built() -> None:
                       density_source=0.8 ** level, method="magnitude", steps=j + 1,
                       fraction=f, split=split, matching=bool(m), connected=bool(c))
                  for j, (f, m, c) in enumerate(zip(fr, match, conn, strict=True))]
-    out = figures_probes.max_prune_ratio(pd.DataFrame(rows))
+    out = probes.max_prune_ratio(pd.DataFrame(rows))
     assert list(out.columns) == ["experiment", "seed", "rewind_step", "level", "density_source",
                                  "method", "p_star"]
     assert len(out) == 2
@@ -104,13 +107,13 @@ def test_max_prune_ratio_hand_built() -> None:
     assert out.loc[out["level"] == 1, "density_source"].item() == pytest.approx(0.8)
     # CSV-style string booleans work too; train only -> empty frame with the same columns
     as_str = pd.DataFrame(rows).astype({"matching": str, "connected": str})
-    assert figures_probes.max_prune_ratio(as_str)["p_star"].tolist() == out["p_star"].tolist()
-    train = figures_probes.max_prune_ratio(pd.DataFrame(rows).query("split == 'train'"))
+    assert probes.max_prune_ratio(as_str)["p_star"].tolist() == out["p_star"].tolist()
+    train = probes.max_prune_ratio(pd.DataFrame(rows).query("split == 'train'"))
     assert train.empty and list(train.columns) == list(out.columns)
 
 
 def test_perturb(tables: Path, tmp_path: Path) -> None:
-    fig = figures.render("perturb", tables, 0.02)
+    fig = render("perturb", tables, 0.02)
     try:
         assert len(fig.axes) == len(KS) * 2  # rows k, columns split
         titles = {ax.get_title() for ax in fig.axes}
@@ -125,8 +128,8 @@ def test_perturb(tables: Path, tmp_path: Path) -> None:
     finally:
         plt.close(fig)
     out = tmp_path / "perturb.pdf"
-    figures.main(argparse.Namespace(name="perturb", tables=str(tables), threshold=0.02,
-                                    out=str(out)))
+    figure_stage.main(argparse.Namespace(name="perturb", tables=str(tables), threshold=0.02,
+                                         out=str(out)))
     assert out.read_bytes().startswith(b"%PDF")
 
 
@@ -135,7 +138,7 @@ def _titles(fig) -> list[str]:
 
 
 def test_max_prune_panels(tables: Path, tmp_path: Path) -> None:
-    fig = figures.render("max_prune", tables, 0.02)
+    fig = render("max_prune", tables, 0.02)
     try:
         assert _titles(fig) == ["(a) p* per level", "(b) flatter solutions can be pruned more",
                                 "(c) re-pruning without retraining"]
@@ -150,34 +153,34 @@ def test_max_prune_panels(tables: Path, tmp_path: Path) -> None:
     bare = tmp_path / "no_curvature"
     bare.mkdir()
     shutil.copy(tables / "oneshot.csv", bare)
-    fig = figures.render("max_prune", bare, 0.02)
+    fig = render("max_prune", bare, 0.02)
     try:
         assert _titles(fig) == ["(a) p* per level", "(c) re-pruning without retraining"]
     finally:
         plt.close(fig)
     df = pd.read_csv(tables / "oneshot.csv")
     df[df["steps"] != 2].to_csv(bare / "oneshot.csv", index=False)
-    fig = figures.render("max_prune", bare, 0.02)
+    fig = render("max_prune", bare, 0.02)
     try:
         assert _titles(fig) == ["(a) p* per level"]
         assert {"k = 0", "magnitude pruning"} <= _legend_texts(fig)
     finally:
         plt.close(fig)
     out = tmp_path / "max_prune.pdf"
-    figures.main(argparse.Namespace(name="max_prune", tables=str(tables), threshold=0.02,
-                                    out=str(out)))
+    figure_stage.main(argparse.Namespace(name="max_prune", tables=str(tables), threshold=0.02,
+                                         out=str(out)))
     assert out.read_bytes().startswith(b"%PDF")
 
 
 @pytest.mark.parametrize("name,table", [("perturb", "perturb"), ("max_prune", "oneshot")])
 def test_missing_or_empty_table(name: str, table: str, tables: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{table}.csv"):
-        figures.render(name, tmp_path, 0.02)
+        render(name, tmp_path, 0.02)
     df = pd.read_csv(tables / f"{table}.csv")
     df.iloc[:0].to_csv(tmp_path / f"{table}.csv", index=False)
     with pytest.raises(ValueError, match=f"{table}.csv"):
-        figures.render(name, tmp_path, 0.02)
+        render(name, tmp_path, 0.02)
     df.assign(split="val").to_csv(tmp_path / f"{table}.csv", index=False)
     with pytest.raises(ValueError, match=f"{table}.csv"):
-        figures.render(name, tmp_path, 0.02)
+        render(name, tmp_path, 0.02)
     plt.close("all")

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcpipe import figures, figures_sweep
+from lmcpipe.figures import registry, sweep
+from lmcpipe.figures.render import render
+from lmcpipe.stages import figure as figure_stage
 
 SEEDS, LEVELS = (0, 1), 7  # levels 0..6
 BATCHES, WARMUPS, LAMBDAS = (128, 512, 2048), (0, 100), (0.0, 2.0, -1.0)
@@ -70,20 +72,20 @@ def _legend_texts(fig) -> set[str]:
 
 
 def test_registered() -> None:
-    assert set(NAMES) <= set(figures.FIGURES)
-    assert all(figures.FIGURES[n] is f for n, f in figures_sweep.FIGURES.items())
+    assert set(NAMES) <= set(registry.FIGURES)
+    assert all(registry.FIGURES[n].function() is getattr(sweep, f"plot_{n}") for n in NAMES)
 
 
 def test_choose_levels() -> None:
-    assert figures_sweep.choose_levels(range(21)) == [5, 10, 15]
-    assert figures_sweep.choose_levels(range(7)) == [1, 3, 6]
-    assert figures_sweep.choose_levels([0, 1, 2, 3, 4, 5, 10]) == [1, 3, 10]  # 15 missing
-    assert figures_sweep.choose_levels([0, 4, 2]) == [2, 4]
-    assert figures_sweep.choose_levels([0]) == []
+    assert sweep.choose_levels(range(21)) == [5, 10, 15]
+    assert sweep.choose_levels(range(7)) == [1, 3, 6]
+    assert sweep.choose_levels([0, 1, 2, 3, 4, 5, 10]) == [1, 3, 10]  # 15 missing
+    assert sweep.choose_levels([0, 4, 2]) == [2, 4]
+    assert sweep.choose_levels([0]) == []
 
 
 def test_value_labels() -> None:
-    label = figures_sweep.value_label
+    label = sweep.value_label
     assert label("batch_size", 512) == "batch 512"
     assert (label("warmup_steps", 0), label("warmup_steps", 100)) == ("no warmup",
                                                                       "warmup 100 it")
@@ -93,7 +95,7 @@ def test_value_labels() -> None:
 
 
 def test_accuracy_two_keys_grid(two_keys: Path, tmp_path: Path) -> None:
-    fig = figures.render("sweep_accuracy", two_keys, 0.02)
+    fig = render("sweep_accuracy", two_keys, 0.02)
     try:
         assert len(fig.axes) == len(WARMUPS) * len(BATCHES)  # 2 x 3 grid
         assert [ax.get_title() for ax in fig.axes[:3]] == [
@@ -110,7 +112,7 @@ def test_accuracy_two_keys_grid(two_keys: Path, tmp_path: Path) -> None:
 
 
 def test_accuracy_one_key_row(one_key: Path) -> None:
-    fig = figures.render("sweep_accuracy", one_key, 0.02)
+    fig = render("sweep_accuracy", one_key, 0.02)
     try:
         assert [ax.get_title() for ax in fig.axes] == [
             "λ = −1 (attract)", "λ = 0 (IMP)", "λ = 2 (repel)"]
@@ -119,7 +121,7 @@ def test_accuracy_one_key_row(one_key: Path) -> None:
 
 
 def test_instability_two_keys(two_keys: Path) -> None:
-    fig = figures.render("sweep_instability", two_keys, 0.02)
+    fig = render("sweep_instability", two_keys, 0.02)
     try:
         assert [ax.get_title() for ax in fig.axes] == ["test", "train"]
         ax = fig.axes[0]
@@ -137,7 +139,7 @@ def test_instability_two_keys(two_keys: Path) -> None:
 
 
 def test_instability_one_key(one_key: Path) -> None:
-    fig = figures.render("sweep_instability", one_key, 0.02)
+    fig = render("sweep_instability", one_key, 0.02)
     try:
         ax = fig.axes[0]
         assert ax.get_xscale() == "linear"
@@ -150,8 +152,8 @@ def test_instability_one_key(one_key: Path) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_main_writes_pdf(name: str, two_keys: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.pdf"
-    figures.main(argparse.Namespace(name=name, tables=str(two_keys), threshold=0.02,
-                                    out=str(out)))
+    figure_stage.main(argparse.Namespace(name=name, tables=str(two_keys), threshold=0.02,
+                                         out=str(out)))
     assert out.read_bytes().startswith(b"%PDF")
 
 
@@ -160,18 +162,18 @@ def test_main_writes_pdf(name: str, two_keys: Path, tmp_path: Path) -> None:
 def test_missing_and_empty_tables(name: str, table: str, two_keys: Path,
                                   tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=table):
-        figures.render(name, tmp_path / "nothing")
+        render(name, tmp_path / "nothing")
     empty = tmp_path / "empty"
     empty.mkdir()
     pd.read_csv(two_keys / f"{table}.csv").iloc[:0].to_csv(empty / f"{table}.csv", index=False)
     with pytest.raises(ValueError, match=table):
-        figures.render(name, empty)
+        render(name, empty)
     only_reinit = tmp_path / "reinit"
     only_reinit.mkdir()
     df = pd.read_csv(two_keys / f"{table}.csv")
     df[df["variant"] == "reinit"].to_csv(only_reinit / f"{table}.csv", index=False)
     with pytest.raises(ValueError, match=table):
-        figures.render(name, only_reinit)
+        render(name, only_reinit)
 
 
 def test_warmup_in_epochs_is_one_panel_row_and_one_line_style(tmp_path: Path) -> None:
@@ -179,7 +181,7 @@ def test_warmup_in_epochs_is_one_panel_row_and_one_line_style(tmp_path: Path) ->
     root = write_tables(tmp_path, {"batch_size": BATCHES, "warmup_steps": (0, "1ep")},
                         epochs=True)
     assert pd.read_csv(root / "sweep_runs.csv")["warmup_steps"].nunique() == 4
-    fig = figures.render("sweep_accuracy", root, 0.02)
+    fig = render("sweep_accuracy", root, 0.02)
     try:
         assert len(fig.axes) == 2 * len(BATCHES)
         assert [ax.get_title() for ax in fig.axes[3:]] == [
@@ -187,7 +189,7 @@ def test_warmup_in_epochs_is_one_panel_row_and_one_line_style(tmp_path: Path) ->
         assert not any(t.get_text() == "no runs" for ax in fig.axes for t in ax.texts)
     finally:
         plt.close(fig)
-    fig = figures.render("sweep_instability", root, 0.02)
+    fig = render("sweep_instability", root, 0.02)
     try:
         assert {"no warmup", "warmup 1ep"} <= _legend_texts(fig)
         ax = fig.axes[0]

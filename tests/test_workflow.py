@@ -252,7 +252,7 @@ def test_editing_stage_code_reruns_the_jobs_that_run_it(workdir, tmp_path):
         return job_counts(result.stdout)
 
     assert planned() == {}
-    with open(copy / "src" / "lmcpipe" / "figures.py", "a") as f:
+    with open(copy / "src" / "lmcpipe" / "figures" / "paper_a.py", "a") as f:
         f.write("\n# an edit of the figure code\n")
     assert set(planned()) == {"figure", "all"}
     with open(copy / "src" / "lmcpipe" / "optim.py", "a") as f:

@@ -38,9 +38,8 @@ STAGES = {
     "aggregate-analysis": ("analysis_tables", "add_arguments", "main",
                            "one papers B/C table of an experiment"),
     "sweep-table": ("sweep", "add_arguments", "main", "tables of a paper-B sweep"),
-    "figure": ("figures", "add_arguments", "main", "render one figure from the tables"),
-    "download": ("stages.download", "add_arguments", "main",
-                 "download a dataset with torchvision"),
+    "figure": ("stages.figure", "add_arguments", "main", "render one figure from the tables"),
+    "download": ("data", "add_arguments", "main", "download a dataset with torchvision"),
     "check-config": ("config", "add_arguments", "main", "validate a config file"),
 }
 

@@ -14,6 +14,8 @@ Two aliases avoid training the same thing twice:
 
 from __future__ import annotations
 
+import lmcpipe.figures.registry as figure_registry  # stdlib only: no matplotlib at parse time
+
 RESULTS = "results"
 VARIANTS = ("imp", "randprune", "reinit", "restart")
 
@@ -52,15 +54,13 @@ ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
                    **{t: "rounds" for t in ROUND_TABLES},
                    "perturb": "perturb_scales", "oneshot": "oneshot_steps"}
 # papers B/C figure -> the tables it reads (the first one required, the others if switched on)
-ANALYSIS_FIGURES = {**{t: (t,) for t in ANALYSIS_TABLES if t != "oneshot"},
-                    "max_prune": ("oneshot", "curvature")}
+ANALYSIS_FIGURES = figure_registry.analysis_tables()
 # paper B sweeps (one experiment per combination): tables and figures under the sweep's name
 SWEEP_TABLES = ("sweep_runs", "sweep_instability")
-SWEEP_FIGURES = ("sweep_accuracy", "sweep_instability")
+SWEEP_FIGURES = figure_registry.names(figure_registry.SWEEP)
 SWEEP_TABLE = RESULTS + "/tables/{sweep}/{table}.csv"
 SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
-FIGURES = ("interp_k0", "instability", "imp", "imp_instability", "control", "interp_imp",
-           "table2", "rewind_instability", "rewind_accuracy", "sparsity_ranges")
+FIGURES = figure_registry.names(figure_registry.PAPER_A)
 
 
 def rewind(exp: str, seed: int, k: int) -> str:

@@ -32,9 +32,16 @@ def _copy1_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
     return out.assign(acc=100 * (1 - out["test_error"]))
 
 
+def dense_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The dense network's runs (variant imp, level 0, k 0, copy 1: one per replicate): the
+    reference every accuracy is compared with, here and in the figures."""
+    return runs[(runs["variant"] == "imp") & (runs["level"] == 0) & (runs["rewind_step"] == 0)
+                & (runs["copy"] == 1)]
+
+
 def _dense(acc: pd.DataFrame, exp: list[str]) -> pd.DataFrame:
     """Mean and std of the dense accuracy (variant imp, level 0, k 0, copy 1) per experiment."""
-    dense = acc[(acc["variant"] == "imp") & (acc["level"] == 0) & (acc["rewind_step"] == 0)]
+    dense = dense_runs(acc)
     if exp:
         g = dense.groupby(exp)["acc"]
         return pd.DataFrame({"dense_accuracy_mean": g.mean(),

@@ -4,8 +4,8 @@ For each pruning level (x: % weights remaining), the median over replicates of t
 step k at which IMP / random-pruned subnetworks are stable (test barrier < threshold) and
 matching (accuracy drop < 0.2 points vs. the dense mean), with ranges shaded: I = random pruning
 also matching at some k, II = only IMP matching, III = neither (definitions in
-``lmcpipe.summary.sparsity_ranges``). Importing this module registers it in
-``lmcpipe.figures.FIGURES`` as ``sparsity_ranges``.
+``lmcpipe.summary.sparsity_ranges``). Colours and markers of the variants are paper A's
+(``lmcpipe.figures.paper_a``), so IMP looks the same here as in Figs 4-7.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter
 from matplotlib.transforms import blended_transform_factory, offset_copy
 
-from lmcpipe import figures as base
 from lmcpipe import summary
-from lmcpipe.figures_paper_a import COLORS, ID, _dense_runs, _k_axis, _note
+from lmcpipe.figures import style
+from lmcpipe.figures.paper_a import COLORS, ID, checked_dense_runs
 
 RANGE_COLORS = {"I": "#cfe8cf", "II": "#fde4bd", "III": "#e6e6e6"}
 RANGE_LABELS = {"I": "I: random pruning also matching", "II": "II: only IMP matching",
@@ -53,18 +53,20 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
     medians: **I** random pruning is also matching at some k; **II** only IMP is matching at some
     k; **III** neither is. Levels whose range needs a variant that was not run stay unshaded.
     """
-    runs, rpath = base._read(tables_dir, "runs", [*ID, "seed", "order", "copy", "test_error"])
-    inst, _ = base._read(tables_dir, "instability", [*ID, "seed", "order", "split", "barrier"])
+    runs, rpath = style.read_table(tables_dir, "runs", [*ID, "seed", "order", "copy",
+                                                        "test_error"])
+    inst, _ = style.read_table(tables_dir, "instability", [*ID, "seed", "order", "split",
+                                                           "barrier"])
     if runs.empty:
         raise ValueError(f"no runs in {rpath}")
-    _dense_runs(runs[runs["copy"] == 1], rpath)
+    checked_dense_runs(runs, rpath)
     tol = summary.MATCHING_TOLERANCE
     s = summary.sparsity_ranges(runs, inst, threshold, tol)
-    fig, ax = plt.subplots(figsize=(base.WIDTH + 1.0, 3.8))
-    title = base._title(runs, "rewind step from which subnetworks are stable / matching")
+    fig, ax = plt.subplots(figsize=(style.WIDTH + 1.0, 3.8))
+    title = style.title(runs, "rewind step from which subnetworks are stable / matching")
     if s.empty:
         ax.set(xticks=[], yticks=[], title=title)
-        _note(ax, ["no pruned levels in this experiment (prune.levels: 0): nothing to show"],
+        style.note(ax, ["no pruned levels in this experiment (prune.levels: 0): nothing to show"],
               loc="center")
         fig.tight_layout()
         return fig
@@ -108,16 +110,16 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
         crit = (f"test barrier < {100 * threshold:g}%" if what == "stable"
                 else f"drop < {100 * tol:g} points")
         handles.append((Line2D([], [], color=COLORS[v], ls=ls, marker=marker, ms=5),
-                        f"{base.VARIANT_LABELS[v]}: {what} ({crit})"))
+                        f"{summary.LABELS[v]}: {what} ({crit})"))
     handles.append((Line2D([], [], ls="none", marker="o", ms=5, mfc="white", mec="0.3"),
                     "never (at no tested k)"))
     handles += [(Patch(color=RANGE_COLORS[r]), RANGE_LABELS[r]) for r in ("I", "II", "III")
                 if r in shown]
-    base._sparsity_axis(ax)
+    style.sparsity_axis(ax)
     if len(levels) <= 8:  # a tick per level
         ax.xaxis.set_major_locator(FixedLocator(levels["pct"].to_numpy()))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
-    _k_axis(ax, ks, "rewind step k (median over replicates)", axis="y")
+    style.k_axis(ax, ks, "rewind step k (median over replicates)", axis="y")
     lin = min([k for k in ks if k > 0], default=1.0)
     ax.set_ylim(min(ks) - 0.3 * lin, never0 * 1.35 ** len(series) * 1.2)
     ax.axhline(np.sqrt(top * never0), color="0.6", lw=0.8, ls=":", zorder=1)
@@ -135,12 +137,8 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
         notes.append("random pruning not run: ranges I/II undecided")
     elif (rp["n_pairs"] == 0).all():
         notes.append("random pruning has no pairs: its stability is not measured")
-    _note(ax, notes)
+    style.note(ax, notes)
     ax.set_title(title)
-    ax.legend([h for h, _ in handles], [lab for _, lab in handles], loc="upper left",
-              bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
+    style.legend(ax, handles, small=True)
     fig.tight_layout()
     return fig
-
-
-base.FIGURES["sparsity_ranges"] = plot_sparsity_ranges

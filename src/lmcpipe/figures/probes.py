@@ -1,48 +1,32 @@
 """Figures of paper C's probes of an IMP chain (Paul et al. 2023, §3.2 and §3.3).
 
-Each ``plot_*`` has the signature of ``lmcpipe.figures.FIGURES`` (``(tables_dir, threshold) ->
-Figure``), reuses the helpers of ``figures`` and ``figures_bc``, and importing this module adds
-it to ``figures.FIGURES``:
-
 * ``perturb`` (§3.2, robustness): error barrier between the run trained from the perturbed pruned
   rewind point of level L+1 and the unperturbed level-(L+1) solution, vs the noise scale c;
 * ``max_prune`` (§3.3): the maximal one-shot pruning ratio p* of each level's solution θ_L vs
   sparsity and (when ``curvature.csv`` exists) vs the top Hessian eigenvalue, with the
   "re-pruning without retraining" control against the IMP chain.
 
-Curves are the mean over init seeds with a band of one standard deviation. A table whose needed
-rows are empty raises a ``ValueError`` naming it, so an empty plot is never saved.
+A probe starts from a level of a chain, so these figures draw their curves as the chain figures
+(``lmcpipe.figures.chains``) do: the mean over init seeds with a band of one standard deviation,
+one colour per rewind step k. A table whose needed rows are empty raises a ``ValueError`` naming
+it, so an empty plot is never saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 
-from lmcpipe import figures as base
-from lmcpipe import figures_bc as bc
+from lmcpipe.figures import chains, style
 
-KEY = bc.KEY
+KEY = chains.KEY
 METHOD_STYLES = {"magnitude": ("-", "o"), "random": ("--", "s")}
 MAX_SCALE_TICKS = 10
-
-
-def _curve(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, color: object, ls: str = "-",
-           marker: str | None = "o") -> None:
-    """One mean ± sd curve over seeds (bars when the curve has a single x)."""
-    df = df.dropna(subset=[x, y])
-    if df.empty:
-        return
-    style = "bars" if df[x].nunique() == 1 else "band"
-    sns.lineplot(df, x=x, y=y, color=color, errorbar="sd", err_style=style, marker=marker,
-                 markersize=4, ls=ls, ax=ax, legend=False)
 
 
 def _level_label(level: int, pct: float) -> str:
@@ -60,33 +44,35 @@ def plot_perturb(tables_dir: Path, threshold: float) -> Figure:
     over seeds, the stability threshold dashed. Filled markers: the unperturbed level L+1 is
     matching (``matching_ref`` true for at least half of the seeds); hollow: it is not.
     """
-    df, path = bc._load(tables_dir, "perturb", [*KEY, "density", "scale", "split", "barrier",
-                                                "matching_ref"])
-    df = df[df["split"].isin(base.SPLITS)]
-    bc._need(df, path, "rows of split train or test")
-    df = df.assign(b=100 * df["barrier"], match=bc._bool(df["matching_ref"]).astype(float))
-    splits = [s for s in base.SPLITS if s in set(df["split"])]
+    df, path = style.load_table(tables_dir, "perturb", [*KEY, "density", "scale", "split",
+                                                        "barrier", "matching_ref"])
+    df = df[df["split"].isin(style.SPLITS)]
+    style.require_rows(df, path, "rows of split train or test")
+    df = df.assign(b=100 * df["barrier"], match=style.as_bool(df["matching_ref"]).astype(float))
+    splits = [s for s in style.SPLITS if s in set(df["split"])]
     ks = sorted(df["rewind_step"].unique())
     levels = sorted(int(v) for v in df["level"].unique())
     cmap = plt.get_cmap("viridis")
     colors = {n: cmap(i / max(len(levels) - 1, 1) * 0.9) for i, n in enumerate(levels)}
     pct = 100 * df.groupby("level")["density"].mean()
     scales = sorted(df["scale"].unique())
-    fig, axes = plt.subplots(len(ks), len(splits), figsize=(base.WIDTH + 1.5, 0.6 + 2.8 * len(ks)),
+    fig, axes = plt.subplots(len(ks), len(splits),
+                             figsize=(style.WIDTH + 1.5, 0.6 + 2.8 * len(ks)),
                              sharex=True, sharey=True, squeeze=False)
     for row, k in zip(axes, ks, strict=True):
         for ax, split in zip(row, splits, strict=True):
             sub = df[(df["rewind_step"] == k) & (df["split"] == split)]
             means = sub.groupby(["level", "scale"], as_index=False)[["b", "match"]].mean()
             for level, color in colors.items():
-                _curve(ax, sub[sub["level"] == level], "scale", "b", color, marker=None)
+                style.mean_sd_curve(ax, sub[sub["level"] == level], "scale", "b", color,
+                                    marker=None)
                 m = means[means["level"] == level]
                 yes = m["match"] >= 0.5
                 ax.scatter(m.loc[yes, "scale"], m.loc[yes, "b"], marker="o", s=22,
                            color=color, zorder=3)
                 ax.scatter(m.loc[~yes, "scale"], m.loc[~yes, "b"], marker="o", s=22,
                            facecolors="none", edgecolors=[color], zorder=3)
-            thr = base._threshold(ax, threshold)
+            thr = style.threshold_line(ax, threshold)
             if len(scales) <= MAX_SCALE_TICKS:
                 ax.set_xticks(scales, [f"{c:g}" for c in scales])
             ax.set(title=f"{split}, k = {k:g}", xlabel=r"perturbation scale c (noise norm / $d_L$)",
@@ -94,8 +80,8 @@ def plot_perturb(tables_dir: Path, threshold: float) -> Figure:
     entries = [(Line2D([], [], color=c), _level_label(n, pct[n])) for n, c in colors.items()]
     marks = [(Line2D([], [], color="0.3", marker="o", ls=""), "unperturbed L+1 matching"),
              (Line2D([], [], color="0.3", marker="o", mfc="none", ls=""), "not matching")]
-    bc._legend(axes[0][-1], [*entries, thr, *marks], title="levels L→L+1")
-    fig.suptitle(base._title(df, "barrier after perturbing the pruned rewind point"))
+    style.legend(axes[0][-1], [*entries, thr, *marks], title="levels L→L+1", small=True)
+    fig.suptitle(style.title(df, "barrier after perturbing the pruned rewind point"))
     fig.tight_layout()
     return fig
 
@@ -114,7 +100,7 @@ def max_prune_ratio(oneshot: pd.DataFrame) -> pd.DataFrame:
     test = oneshot[oneshot["split"] == "test"]
     if test.empty:
         return pd.DataFrame(columns=cols)
-    ok = bc._bool(test["matching"]) & bc._bool(test["connected"])
+    ok = style.as_bool(test["matching"]) & style.as_bool(test["connected"])
     test = test.assign(p_ok=test["fraction"].where(ok, 0.0).astype(float))
     out = test.groupby(keys, as_index=False).agg(density_source=("density_source", "mean"),
                                                  p_star=("p_ok", "max"))
@@ -124,8 +110,8 @@ def max_prune_ratio(oneshot: pd.DataFrame) -> pd.DataFrame:
 def _p_star_panel(ax: plt.Axes, p: pd.DataFrame, colors: dict[int, str]) -> None:
     """(a) p* vs % weights remaining of θ_L, per method and k."""
     for method, (ls, marker) in METHOD_STYLES.items():
-        bc._k_lines(ax, p[p["method"] == method], "p_star", colors, ls=ls, marker=marker)
-    base._sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
+        chains.k_lines(ax, p[p["method"] == method], "p_star", colors, ls=ls, marker=marker)
+    style.sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
     ax.set(ylabel="max one-shot pruning ratio p*", title="(a) p* per level")
     ax.set_xlabel(r"weights remaining of $\theta_L$ (%)")
     ax.set_ylim(bottom=-0.02)
@@ -158,19 +144,19 @@ def _reprune(oneshot: pd.DataFrame) -> pd.DataFrame:
     df = oneshot[(oneshot["split"] == "test") & (oneshot["method"] == "magnitude")
                  & (oneshot["steps"] == 2)]
     df = df.dropna(subset=["imp_error"])
-    return df.assign(pct=bc._pct(df), err=100 * df["error"], imp=100 * df["imp_error"])
+    return df.assign(pct=chains.pct(df), err=100 * df["error"], imp=100 * df["imp_error"])
 
 
 def _reprune_panel(ax: plt.Axes, df: pd.DataFrame, colors: dict[int, str]) -> None:
     """(c) test error of θ_L pruned twice without retraining vs the IMP chain, same density."""
-    bc._k_lines(ax, df, "imp", colors, ls="-", marker="o")
-    bc._k_lines(ax, df, "err", colors, ls=":", marker="D")
-    base._sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
+    chains.k_lines(ax, df, "imp", colors, ls="-", marker="o")
+    chains.k_lines(ax, df, "err", colors, ls=":", marker="D")
+    style.sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
     ax.set(ylabel="test error (%)", title="(c) re-pruning without retraining")
     styles = [(Line2D([], [], color="0.3", marker="o", markersize=4), "IMP chain (level L+2)"),
               (Line2D([], [], color="0.3", ls=":", marker="D", markersize=4),
                r"one-shot ×2 from $\theta_L$")]
-    bc._legend(ax, styles, title=None, outside=False)
+    style.legend(ax, styles, outside=False, small=True)
     ax.add_artist(ax.get_legend())  # kept when the figure's legend is drawn on this panel
 
 
@@ -187,15 +173,15 @@ def plot_max_prune(tables_dir: Path, threshold: float) -> Figure:
     """
     cols = [*KEY, "density_source", "method", "steps", "fraction", "density", "split", "error",
             "imp_error", "matching", "connected"]
-    oneshot, path = bc._load(tables_dir, "oneshot", cols)
+    oneshot, path = style.load_table(tables_dir, "oneshot", cols)
     p = max_prune_ratio(oneshot)
-    bc._need(p, path, "rows of split test")
-    p = p.assign(pct=bc._pct(p, "density_source"))
-    colors = bc._colors(p)
+    style.require_rows(p, path, "rows of split test")
+    p = p.assign(pct=chains.pct(p, "density_source"))
+    colors = chains.k_colors(p)
     curv_path = Path(tables_dir) / "curvature.csv"
     curv = None
     if curv_path.exists():
-        curv, curv_path = base._read(tables_dir, "curvature", [*KEY, "top_eigenvalue"])
+        curv, curv_path = style.read_table(tables_dir, "curvature", [*KEY, "top_eigenvalue"])
     reprune = _reprune(oneshot)
     n = 1 + (curv is not None) + (not reprune.empty)
     fig, axes = plt.subplots(1, n, figsize=(3.0 * n + 1.8, 3.5), squeeze=False)
@@ -207,15 +193,9 @@ def plot_max_prune(tables_dir: Path, threshold: float) -> Figure:
         _reprune_panel(panels[-1], reprune, colors)
     styles = [(Line2D([], [], color="0.3", ls=ls, marker=mk, markersize=4), f"{m} pruning")
               for m, (ls, mk) in METHOD_STYLES.items()]
-    bc._legend(panels[-1], [*bc._k_handles(colors), *styles])
-    fig.suptitle(base._title(oneshot, "maximal one-shot pruning ratio p* (test: matching and "
+    style.legend(panels[-1], [*chains.k_handles(colors), *styles], title=chains.K_TITLE,
+                 small=True)
+    fig.suptitle(style.title(oneshot, "maximal one-shot pruning ratio p* (test: matching and "
                                       "connected)"))
     fig.tight_layout()
     return fig
-
-
-FIGURES: dict[str, Callable[[Path, float], Figure]] = {
-    "perturb": plot_perturb,
-    "max_prune": plot_max_prune,
-}
-base.FIGURES.update(FIGURES)

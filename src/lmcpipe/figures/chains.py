@@ -1,8 +1,4 @@
-"""Figures of papers B and C: what happens between successive IMP rounds.
-
-Each ``plot_*`` has the signature of ``lmcpipe.figures.FIGURES`` (``(tables_dir, threshold) ->
-Figure``), reuses that module's helpers and style, and importing this module adds it to
-``figures.FIGURES``:
+"""Figures of papers B and C: what happens between successive IMP rounds of one chain.
 
 * ``successive`` (paper C §3.1, paper B Fig 8): error barrier between the level-L and level-(L+1)
   IMP solutions vs % weights remaining, train and test, with matching of level L+1 marked;
@@ -16,13 +12,13 @@ Figure``), reuses that module's helpers and style, and importing this module add
   ½ΔᵀHΔ of the next magnitude vs random pruning step, at each level's solution.
 
 Curves are one per rewind step k, the mean over init seeds with a band (or bars, for a single
-point) of one standard deviation. A table whose needed rows are empty raises a ``ValueError``
-naming it, so an empty plot is never saved.
+point) of one standard deviation; the per-k pieces (``k_colors``, ``k_lines``, ``k_handles``,
+``pct``) are public because the probe and sweep figures draw their chains the same way. A table
+whose needed rows are empty raises a ``ValueError`` naming it, so an empty plot is never saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -32,7 +28,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lmcpipe import figures as base
+from lmcpipe.figures import style
 
 KEY = ["experiment", "seed", "rewind_step", "level"]
 K_TITLE = "rewind step k (iterations)"
@@ -40,61 +36,36 @@ MAX_HIST_LEVELS = 6
 MAX_ANNOTATED = 12
 
 
-# --- helpers --------------------------------------------------------------------------------
-def _load(tables_dir: Path, name: str, columns: list[str]) -> tuple[pd.DataFrame, Path]:
-    """``figures._read`` that also refuses a table without rows."""
-    df, path = base._read(tables_dir, name, columns)
-    _need(df, path, "any rows")
-    return df, path
-
-
-def _need(df: pd.DataFrame, path: Path, what: str) -> None:
-    if df.empty:
-        raise ValueError(f"no {what} in table {path}")
-
-
-def _pct(df: pd.DataFrame, density: str = "density") -> pd.Series:
+# --- one curve per rewind step k ------------------------------------------------------------
+def pct(df: pd.DataFrame, density: str = "density") -> pd.Series:
     """% weights remaining, one x per (k, level): replicates differ only by rounding."""
     return 100 * df.groupby(["rewind_step", "level"])[density].transform("mean")
 
 
-def _bool(s: pd.Series) -> pd.Series:
-    """Booleans from a CSV column (True/False, true/false or 1/0)."""
-    if s.dtype == bool:
-        return s
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "1.0", "yes"])
-
-
-def _colors(df: pd.DataFrame) -> dict[int, str]:
+def k_colors(df: pd.DataFrame) -> dict[int, str]:
     """One colour per rewind step k, the same in every panel."""
     return {int(k): f"C{i}" for i, k in enumerate(sorted(df["rewind_step"].unique()))}
 
 
-def _k_lines(ax: plt.Axes, df: pd.DataFrame, y: str, colors: dict[int, str], x: str = "pct",
-             ls: str = "-", marker: str | None = "o") -> None:
-    """One mean ± sd curve over seeds per rewind step k (no legend: see ``_k_handles``)."""
+def k_lines(ax: plt.Axes, df: pd.DataFrame, y: str, colors: dict[int, str], x: str = "pct",
+            ls: str = "-", marker: str | None = "o") -> None:
+    """One mean ± sd curve over seeds per rewind step k (no legend: see ``k_handles``)."""
     for k, color in colors.items():
-        sub = df[df["rewind_step"] == k].dropna(subset=[x, y])
-        if sub.empty:
-            continue
-        style = "bars" if sub[x].nunique() == 1 else "band"
-        sns.lineplot(sub, x=x, y=y, color=color, errorbar="sd", err_style=style, marker=marker,
-                     markersize=4, ls=ls, ax=ax, legend=False)
+        style.mean_sd_curve(ax, df[df["rewind_step"] == k], x, y, color, ls=ls, marker=marker)
 
 
-def _k_handles(colors: dict[int, str], marker: str | None = "o") -> list[tuple[object, str]]:
+def k_handles(colors: dict[int, str], marker: str | None = "o") -> list[style.Entry]:
+    """Legend entries of ``k_lines``' curves, "k = <step>"."""
     return [(Line2D([], [], color=c, marker=marker, markersize=4), f"k = {k}")
             for k, c in colors.items()]
 
 
-def _legend(ax: plt.Axes, entries: list[tuple[object, str]], title: str | None = K_TITLE,
-            outside: bool = True) -> None:
-    handles, labels = [h for h, _ in entries], [lab for _, lab in entries]
-    if outside:
-        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.02, 1),
-                  frameon=False, fontsize=7, title_fontsize=7)
-    else:
-        ax.legend(handles, labels, title=title, loc="best", fontsize=7, title_fontsize=7)
+def spread(levels: list[int], most: int = MAX_HIST_LEVELS) -> list[int]:
+    """At most ``most`` levels evenly spaced over ``levels`` (first and last kept)."""
+    if len(levels) <= most:
+        return levels
+    idx = np.unique(np.round(np.linspace(0, len(levels) - 1, most)).astype(int))
+    return [levels[i] for i in idx]
 
 
 # --- successive levels ----------------------------------------------------------------------
@@ -106,19 +77,19 @@ def plot_successive(tables_dir: Path, threshold: float) -> Figure:
     threshold dashed. A filled circle marks a point where level L+1 is matching the dense
     network (``matching_next`` true for at least half of the seeds), an x where it is not.
     """
-    df, path = _load(tables_dir, "successive", [*KEY, "density_next", "split", "barrier",
-                                                "matching_next"])
-    df = df[df["split"].isin(base.SPLITS)]
-    _need(df, path, "rows of split train or test")
-    df = df.assign(pct=_pct(df, "density_next"), b=100 * df["barrier"],
-                   match=_bool(df["matching_next"]).astype(float))
-    splits = [s for s in base.SPLITS if s in set(df["split"])]
-    colors = _colors(df)
-    fig, axes = plt.subplots(1, len(splits), figsize=(base.WIDTH + 1.5, 3.5), sharey=True,
+    df, path = style.load_table(tables_dir, "successive", [*KEY, "density_next", "split",
+                                                           "barrier", "matching_next"])
+    df = df[df["split"].isin(style.SPLITS)]
+    style.require_rows(df, path, "rows of split train or test")
+    df = df.assign(pct=pct(df, "density_next"), b=100 * df["barrier"],
+                   match=style.as_bool(df["matching_next"]).astype(float))
+    splits = [s for s in style.SPLITS if s in set(df["split"])]
+    colors = k_colors(df)
+    fig, axes = plt.subplots(1, len(splits), figsize=(style.WIDTH + 1.5, 3.5), sharey=True,
                              squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         sub = df[df["split"] == split]
-        _k_lines(ax, sub, "b", colors, marker=None)
+        k_lines(ax, sub, "b", colors, marker=None)
         means = sub.groupby(["rewind_step", "pct"], as_index=False)[["b", "match"]].mean()
         for k, color in colors.items():
             m = means[means["rewind_step"] == k]
@@ -127,14 +98,15 @@ def plot_successive(tables_dir: Path, threshold: float) -> Figure:
                        zorder=3)
             ax.scatter(m.loc[~yes, "pct"], m.loc[~yes, "b"], marker="x", s=22, color=color,
                        zorder=3)
-        thr = base._threshold(ax, threshold)
-        base._sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
+        thr = style.threshold_line(ax, threshold)
+        style.sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
         ax.set(title=split, ylabel=r"error barrier $\theta_L \to \theta_{L+1}$ (%)")
         ax.set_xlabel("weights remaining at level L+1 (%)")
     marks = [(Line2D([], [], color="0.3", marker="o", ls=""), "matching (level L+1)"),
              (Line2D([], [], color="0.3", marker="x", ls=""), "not matching")]
-    _legend(axes[0][-1], [*_k_handles(colors, None), thr, *marks])
-    fig.suptitle(base._title(df, "barrier between successive IMP levels"))
+    style.legend(axes[0][-1], [*k_handles(colors, None), thr, *marks], title=K_TITLE,
+                 small=True)
+    fig.suptitle(style.title(df, "barrier between successive IMP levels"))
     fig.tight_layout()
     return fig
 
@@ -157,10 +129,10 @@ def plot_angles(tables_dir: Path, threshold: float) -> Figure:
     rewind point W_k ("init"), columns are levels; 1 means orthogonal. Cells are annotated when
     there are at most 12 levels. One colour scale (and colour bar) for all panels.
     """
-    df, path = _load(tables_dir, "angles", ["experiment", "seed", "rewind_step", "row", "col",
-                                            "angle"])
+    df, path = style.load_table(tables_dir, "angles", ["experiment", "seed", "rewind_step",
+                                                       "row", "col", "angle"])
     df = df.dropna(subset=["angle"])
-    _need(df, path, "angles (all NaN)")
+    style.require_rows(df, path, "angles (all NaN)")
     ks = sorted(df["rewind_step"].unique())
     mats = [_angle_matrix(df[df["rewind_step"] == k]) for k in ks]
     vmax = max(1.0, max(float(np.nanmax(m.to_numpy())) for m in mats))
@@ -174,7 +146,7 @@ def plot_angles(tables_dir: Path, threshold: float) -> Figure:
         ax.set(title=f"k = {k:g}", xlabel="IMP level j", ylabel=r"IMP level i (init = $W_k$)")
         ax.tick_params(axis="y", rotation=0)
     fig.colorbar(axes[0][0].collections[0], ax=list(axes[0]), label="angular distance 2∠/π")
-    fig.suptitle(base._title(df, "angular distance between IMP solutions"))
+    fig.suptitle(style.title(df, "angular distance between IMP solutions"))
     return fig
 
 
@@ -185,30 +157,22 @@ def plot_thresholds(tables_dir: Path, threshold: float) -> Figure:
     x: % weights remaining after the round, y: the round's threshold (weights with smaller
     magnitude were removed), one curve per rewind step k, mean ± sd over seeds.
     """
-    df, path = _load(tables_dir, "thresholds", [*KEY, "density_after", "threshold"])
+    df, path = style.load_table(tables_dir, "thresholds", [*KEY, "density_after", "threshold"])
     df = df.dropna(subset=["threshold"])
-    _need(df, path, "thresholds (all NaN)")
-    df = df.assign(pct=_pct(df, "density_after"))
-    colors = _colors(df)
-    fig, ax = plt.subplots(figsize=(base.WIDTH, 3.5))
-    _k_lines(ax, df, "threshold", colors)
-    base._sparsity_axis(ax)
-    ax.set(ylabel="magnitude threshold |w|", title=base._title(df, "pruning threshold per round"))
+    style.require_rows(df, path, "thresholds (all NaN)")
+    df = df.assign(pct=pct(df, "density_after"))
+    colors = k_colors(df)
+    fig, ax = plt.subplots(figsize=(style.WIDTH, 3.5))
+    k_lines(ax, df, "threshold", colors)
+    style.sparsity_axis(ax)
+    ax.set(ylabel="magnitude threshold |w|", title=style.title(df, "pruning threshold per round"))
     ax.set_xlabel("weights remaining after the round (%)")
-    _legend(ax, _k_handles(colors))
+    style.legend(ax, k_handles(colors), title=K_TITLE, small=True)
     fig.tight_layout()
     return fig
 
 
 # --- weight histograms ------------------------------------------------------------------------
-def _spread(levels: list[int], most: int = MAX_HIST_LEVELS) -> list[int]:
-    """At most ``most`` levels evenly spaced over ``levels`` (first and last kept)."""
-    if len(levels) <= most:
-        return levels
-    idx = np.unique(np.round(np.linspace(0, len(levels) - 1, most)).astype(int))
-    return [levels[i] for i in idx]
-
-
 def plot_histograms(tables_dir: Path, threshold: float) -> Figure:
     """Paper B Fig 5: histograms of the kept weights of the IMP levels, smallest rewind step k.
 
@@ -216,18 +180,18 @@ def plot_histograms(tables_dir: Path, threshold: float) -> Figure:
     line over bin centres, coloured from dense (dark) to sparse (light), at most six levels
     evenly spaced. Log count axis.
     """
-    df, path = _load(tables_dir, "histograms", [*KEY, "density", "bin_left", "bin_right",
-                                                "count"])
+    df, path = style.load_table(tables_dir, "histograms", [*KEY, "density", "bin_left",
+                                                           "bin_right", "count"])
     k = int(df["rewind_step"].min())
     df = df[df["rewind_step"] == k]
     seeds = df["seed"].nunique()
-    df = df.assign(pct=_pct(df))
+    df = df.assign(pct=pct(df))
     h = df.groupby(["level", "bin_left", "bin_right"], as_index=False).agg(
         count=("count", "sum"), pct=("pct", "first"))
     h = h.assign(x=(h["bin_left"] + h["bin_right"]) / 2)
-    levels = _spread(sorted(int(v) for v in h["level"].unique()))
+    levels = spread(sorted(int(v) for v in h["level"].unique()))
     cmap = plt.get_cmap("viridis")
-    fig, ax = plt.subplots(figsize=(base.WIDTH, 3.5))
+    fig, ax = plt.subplots(figsize=(style.WIDTH, 3.5))
     entries = []
     for i, level in enumerate(levels):
         sub = h[h["level"] == level].sort_values("x")
@@ -237,8 +201,8 @@ def plot_histograms(tables_dir: Path, threshold: float) -> Figure:
         entries.append((line, f"{sub['pct'].iloc[0]:.3g}% (level {level})"))
     ax.set_yscale("log")
     ax.set(xlabel="weight value w", ylabel=f"count (sum over {seeds} seed{'s' * (seeds != 1)})",
-           title=base._title(df, f"weight histograms per IMP level, k = {k}"))
-    _legend(ax, entries, title="weights remaining")
+           title=style.title(df, f"weight histograms per IMP level, k = {k}"))
+    style.legend(ax, entries, title="weights remaining", small=True)
     fig.tight_layout()
     return fig
 
@@ -251,20 +215,21 @@ def plot_small_weights(tables_dir: Path, threshold: float) -> Figure:
     m_{L+1}) that are still among θ_{L+1}'s smallest, vs % weights remaining of m_{L+1}; one
     curve per rewind step k (mean ± sd over seeds), the overlap expected by chance dashed.
     """
-    df, path = _load(tables_dir, "small_weights", [*KEY, "density", "overlap", "chance"])
+    df, path = style.load_table(tables_dir, "small_weights", [*KEY, "density", "overlap",
+                                                              "chance"])
     df = df.dropna(subset=["overlap"])
-    _need(df, path, "overlaps (all NaN)")
-    df = df.assign(pct=_pct(df))
-    colors = _colors(df)
-    fig, ax = plt.subplots(figsize=(base.WIDTH, 3.5))
-    _k_lines(ax, df, "overlap", colors)
-    _k_lines(ax, df, "chance", colors, ls="--", marker=None)
-    base._sparsity_axis(ax)
+    style.require_rows(df, path, "overlaps (all NaN)")
+    df = df.assign(pct=pct(df))
+    colors = k_colors(df)
+    fig, ax = plt.subplots(figsize=(style.WIDTH, 3.5))
+    k_lines(ax, df, "overlap", colors)
+    k_lines(ax, df, "chance", colors, ls="--", marker=None)
+    style.sparsity_axis(ax)
     ax.set(ylim=(0, 1), ylabel="overlap of smallest-weight sets (fraction)",
-           title=base._title(df, "persistence of small weights across IMP rounds"))
+           title=style.title(df, "persistence of small weights across IMP rounds"))
     ax.set_xlabel("weights remaining, mask of level L+1 (%)")
     chance = (Line2D([], [], color="0.3", ls="--"), "chance level")
-    _legend(ax, [*_k_handles(colors), chance])
+    style.legend(ax, [*k_handles(colors), chance], title=K_TITLE, small=True)
     fig.tight_layout()
     return fig
 
@@ -279,17 +244,17 @@ def plot_curvature(tables_dir: Path, threshold: float) -> Figure:
     sd over seeds.
     """
     cols = ["top_eigenvalue", "trace", "quad_magnitude", "quad_random"]
-    df, path = _load(tables_dir, "curvature", [*KEY, "density", *cols])
+    df, path = style.load_table(tables_dir, "curvature", [*KEY, "density", *cols])
     df = df.dropna(subset=cols, how="all")
-    _need(df, path, "curvature values (all NaN)")
-    df = df.assign(pct=_pct(df))
-    colors = _colors(df)
-    fig, axes = plt.subplots(1, 3, figsize=(base.WIDTH + 3.0, 3.3), squeeze=False)
+    style.require_rows(df, path, "curvature values (all NaN)")
+    df = df.assign(pct=pct(df))
+    colors = k_colors(df)
+    fig, axes = plt.subplots(1, 3, figsize=(style.WIDTH + 3.0, 3.3), squeeze=False)
     ax_eig, ax_tr, ax_q = axes[0]
-    _k_lines(ax_eig, df, "top_eigenvalue", colors)
-    _k_lines(ax_tr, df, "trace", colors)
-    _k_lines(ax_q, df, "quad_magnitude", colors)
-    _k_lines(ax_q, df, "quad_random", colors, ls="--", marker="s")
+    k_lines(ax_eig, df, "top_eigenvalue", colors)
+    k_lines(ax_tr, df, "trace", colors)
+    k_lines(ax_q, df, "quad_magnitude", colors)
+    k_lines(ax_q, df, "quad_random", colors, ls="--", marker="s")
     for ax, col in ((ax_eig, ["top_eigenvalue"]), (ax_q, ["quad_magnitude", "quad_random"])):
         values = df[col].to_numpy(dtype=float)
         if np.isfinite(values).any() and (values[np.isfinite(values)] > 0).all():
@@ -298,22 +263,11 @@ def plot_curvature(tables_dir: Path, threshold: float) -> Figure:
               ("Hessian trace tr(H)", "trace"),
               (r"$\frac{1}{2}\Delta^{T} H \Delta$ (loss)", "next pruning step")]
     for ax, (ylabel, title) in zip(axes[0], labels, strict=True):
-        base._sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
+        style.sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
         ax.set(ylabel=ylabel, title=title)
     styles = [(Line2D([], [], color="0.3", marker="o", markersize=4), "magnitude pruning"),
               (Line2D([], [], color="0.3", ls="--", marker="s", markersize=4), "random pruning")]
-    _legend(ax_q, [*_k_handles(colors), *styles])
-    fig.suptitle(base._title(df, "curvature at the IMP solutions"))
+    style.legend(ax_q, [*k_handles(colors), *styles], title=K_TITLE, small=True)
+    fig.suptitle(style.title(df, "curvature at the IMP solutions"))
     fig.tight_layout()
     return fig
-
-
-FIGURES: dict[str, Callable[[Path, float], Figure]] = {
-    "successive": plot_successive,
-    "angles": plot_angles,
-    "thresholds": plot_thresholds,
-    "histograms": plot_histograms,
-    "small_weights": plot_small_weights,
-    "curvature": plot_curvature,
-}
-base.FIGURES.update(FIGURES)

@@ -3,9 +3,9 @@
 A sweep runs one experiment per combination of training values (batch size ± warmup, or the
 repellent/attractive weight λ); ``lmcpipe sweep-table`` concatenates their tables into
 ``sweep_runs.csv`` and ``sweep_instability.csv``, whose column ``swept`` names the sweep's keys
-("batch_size|warmup_steps"), each also a column of values. Each ``plot_*`` has the signature of
-``lmcpipe.figures.FIGURES``, reuses the helpers of ``figures``, ``figures_bc`` and
-``figures_probes``, and importing this module adds it to ``figures.FIGURES``:
+("batch_size|warmup_steps"), each also a column of values. A member is an experiment, so its
+curves look like paper A's (``style.variant_k_lines``) and its IMP rounds are picked as the
+chain figures pick levels (``chains.spread``):
 
 * ``sweep_accuracy`` (paper B Fig 1; Fig 3 for λ): test accuracy of IMP vs random reinit vs %
   weights remaining, one panel per combination of the swept values;
@@ -19,7 +19,7 @@ whose needed rows are empty raises a ``ValueError`` naming it, so an empty plot 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,15 +27,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
-from lmcpipe import figures as base
-from lmcpipe import figures_bc as bc
-from lmcpipe import figures_probes as probes
+from lmcpipe.figures import chains, style
 
 PAPER_LEVELS = [5, 10, 15]  # the rounds paper B Fig 2 shows
-SPLITS = ["test", "train"]
+TEST_FIRST = ("test", "train")  # paper B Fig 2's panel order (style.SPLITS is train first)
 STYLES = ["-", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]  # not "--": the threshold's
 MARKERS = ["o", "X", "s", "D"]
 KEY_TITLES = {"batch_size": "batch size", "warmup_steps": "warmup (iterations)",
@@ -51,7 +48,7 @@ def choose_levels(levels: Iterable[int], most: int = 3) -> list[int]:
     present = sorted({int(n) for n in levels if int(n) >= 1})
     if most == len(PAPER_LEVELS) and set(PAPER_LEVELS) <= set(present):
         return list(PAPER_LEVELS)
-    return bc._spread(present, most)
+    return chains.spread(present, most)
 
 
 def value_label(key: str, value: object) -> str:
@@ -113,20 +110,7 @@ def _pick(df: pd.DataFrame, keys: list[str], values: tuple) -> pd.DataFrame:
     return df[(df[keys] == list(values)).all(axis=1)] if keys else df
 
 
-def _title(df: pd.DataFrame, what: str) -> str:
-    names = ", ".join(sorted(df["sweep"].astype(str).unique()))
-    return f"{names}: {what}"
-
-
 # --- accuracy ---------------------------------------------------------------------------------
-def _dense_band(ax: plt.Axes, dense: pd.DataFrame) -> Line2D:
-    """Mean ± sd of the dense (level-0 IMP) test accuracy of one member."""
-    mean, sd = dense["acc"].mean(), dense["acc"].std(ddof=1)
-    sd = 0.0 if pd.isna(sd) else sd
-    ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, lw=0, zorder=0)
-    return ax.axhline(mean, color="0.4", lw=1, zorder=1)
-
-
 def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
     """Paper B Fig 1 (Fig 3 for λ): test accuracy of IMP and random reinit across the sweep.
 
@@ -135,18 +119,19 @@ def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
     remaining (log axis), one curve per (variant, k), mean ± sd over seeds and orders, with the
     member's dense network (level-0 IMP runs) as a grey mean ± sd band. Shared axes.
     """
-    df, path = bc._load(tables_dir, "sweep_runs", ["sweep", "experiment", "variant", "seed",
-                                                    "rewind_step", "level", "density", "copy",
-                                                    "test_error", "swept"])
+    df, path = style.load_table(tables_dir, "sweep_runs", ["sweep", "experiment", "variant",
+                                                           "seed", "rewind_step", "level",
+                                                           "density", "copy", "test_error",
+                                                           "swept"])
     keys = _swept(df, path)
     df = df[df["copy"] == 1].assign(acc=100 * (1 - df["test_error"]))
-    lines = base._lines(df, path)
+    lines = style.variant_k_lines(df, path)
     facets = _facets(df, keys)
     lines["pct"] = 100 * lines.groupby([*facets, "variant", "rewind_step", "level"])[
         "density"].transform("mean")
     k0 = df["rewind_step"].min()
     dense = df[(df["variant"] == "imp") & (df["level"] == 0) & (df["rewind_step"] == k0)]
-    bc._need(dense, path, f"dense runs (variant imp, level 0, k={k0:g}, copy 1)")
+    style.require_rows(dense, path, f"dense runs (variant imp, level 0, k={k0:g}, copy 1)")
     cols = _facet_values(df, facets[0], keys[0])
     rows = list(itertools.product(*[_facet_values(df, f, k)
                                     for f, k in zip(facets[1:], keys[1:], strict=True)]))
@@ -165,20 +150,21 @@ def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center")
                 continue
             if not dense_sub.empty:
-                band = _dense_band(ax, dense_sub)
+                band = style.dense_band(ax, dense_sub["acc"])
             sns.lineplot(sub, x="pct", y="acc", hue="line", style="line", palette=palette,
                          hue_order=order, style_order=order, markers=markers, dashes=False,
                          markersize=4, errorbar="sd", ax=ax, legend=False)
     for ax in axes.flat:
-        base._sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
+        style.sparsity_axis(ax, subs=(1.0, 2.0, 5.0))
         ax.set_ylabel("test accuracy (%)")
         ax.label_outer()
     entries = [(Line2D([], [], color=palette[n], marker=markers[n], markersize=4), n)
                for n in order]
     if band is not None:
-        entries.append(((band, Patch(color="0.5", alpha=0.2)), "dense (mean ± sd)"))
-    bc._legend(axes[0][-1], entries, title=None)
-    fig.suptitle(_title(df, "test accuracy of sparse subnetworks across the sweep"))
+        entries.append(band)
+    style.legend(axes[0][-1], entries, small=True)
+    fig.suptitle(style.title(df, "test accuracy of sparse subnetworks across the sweep",
+                             by="sweep", width=None))
     fig.tight_layout()
     return fig
 
@@ -207,15 +193,16 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
     no warmup; dotted: the second), mean ± sd over seeds and pairs, the stability threshold
     dashed. A non-numeric first key is drawn as categories.
     """
-    df, path = bc._load(tables_dir, "sweep_instability", ["sweep", "experiment", "variant",
-                                                           "seed", "level", "density", "split",
-                                                           "barrier", "swept"])
+    df, path = style.load_table(tables_dir, "sweep_instability", ["sweep", "experiment",
+                                                                  "variant", "seed", "level",
+                                                                  "density", "split",
+                                                                  "barrier", "swept"])
     keys = _swept(df, path)
-    df = df[(df["variant"] == "imp") & df["split"].isin(SPLITS)]
-    bc._need(df, path, "IMP pairs (variant imp) of split train or test")
+    df = df[(df["variant"] == "imp") & df["split"].isin(style.SPLITS)]
+    style.require_rows(df, path, "IMP pairs (variant imp) of split train or test")
     levels = choose_levels(df["level"].unique())
     df = df[df["level"].isin(levels)]
-    bc._need(df, path, "IMP pairs of a pruned level (≥ 1)")
+    style.require_rows(df, path, "IMP pairs of a pruned level (≥ 1)")
     xs = _values(df, keys[0])
     numeric = all(isinstance(v, int | float) for v in xs)
     df = df.assign(b=100 * df["barrier"], x=df[keys[0]] if numeric else df[keys[0]].map(
@@ -227,15 +214,15 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
     rest = list(itertools.product(*[_facet_values(df, f, k)
                                     for f, k in zip(facets[1:], keys[1:], strict=True)]))
     styles = {r: STYLES[i % len(STYLES)] for i, r in enumerate(rest)}
-    splits = [s for s in SPLITS if s in set(df["split"])]
-    fig, axes = plt.subplots(1, len(splits), figsize=(base.WIDTH + 2.0, 3.5), sharey=True,
+    splits = [s for s in TEST_FIRST if s in set(df["split"])]
+    fig, axes = plt.subplots(1, len(splits), figsize=(style.WIDTH + 2.0, 3.5), sharey=True,
                              squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         sub = df[df["split"] == split]
         for (level, color), (r, ls) in itertools.product(colors.items(), styles.items()):
             mine = _pick(sub[sub["level"] == level], facets[1:], r)
-            probes._curve(ax, mine, "x", "b", color, ls=ls)
-        thr = base._threshold(ax, threshold)
+            style.mean_sd_curve(ax, mine, "x", "b", color, ls=ls)
+        thr = style.threshold_line(ax, threshold)
         if numeric:
             _x_axis(ax, keys[0], xs)
         else:
@@ -248,14 +235,8 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
         entries += [(Line2D([], [], color="0.3", ls=ls),
                      ", ".join(value_label(k, v) for k, v in zip(keys[1:], r, strict=True)))
                     for r, ls in styles.items()]
-    bc._legend(axes[0][-1], [*entries, thr], title="IMP round")
-    fig.suptitle(_title(df, "instability of IMP subnetworks across the sweep"))
+    style.legend(axes[0][-1], [*entries, thr], title="IMP round", small=True)
+    fig.suptitle(style.title(df, "instability of IMP subnetworks across the sweep", by="sweep",
+                             width=None))
     fig.tight_layout()
     return fig
-
-
-FIGURES: dict[str, Callable[[Path, float], Figure]] = {
-    "sweep_accuracy": plot_sweep_accuracy,
-    "sweep_instability": plot_sweep_instability,
-}
-base.FIGURES.update(FIGURES)
