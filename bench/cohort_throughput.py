@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from lmcpipe import data, masks, models, stacked
-from lmcpipe.cifar import write_cifar
-from lmcpipe.data import IDX_FILES, write_idx
+from lmcpipe.data import IDX_FILES
+from lmcpipe.data.testing import write_cifar, write_idx
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.train import train
 

@@ -34,7 +34,7 @@ if "$py" -c "import snakemake, jsonschema" 2>/dev/null; then
   "$py" - "$wd" <<'EOF' || status=1
 import sys, time, subprocess, yaml, numpy as np
 from pathlib import Path
-from lmcpipe.cifar import write_cifar
+from lmcpipe.data.testing import write_cifar
 wd = Path(sys.argv[1])
 rng = np.random.default_rng(0)
 write_cifar(wd / "data/cifar10/cifar-10-batches-py", rng.integers(0, 256, (600, 3, 32, 32),

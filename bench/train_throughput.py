@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from lmcpipe import data, models
-from lmcpipe.cifar import write_cifar
-from lmcpipe.data import IDX_FILES, write_idx
+from lmcpipe.data import IDX_FILES
+from lmcpipe.data.testing import write_cifar, write_idx
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.train import train
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmcpipe.data import IDX_FILES, write_idx
+from lmcpipe.data import IDX_FILES
+from lmcpipe.data.testing import write_idx
 from lmcpipe.hparams import TrainHParams
 
 N_TRAIN, N_TEST, SIDE, CLASSES = 240, 120, 28, 10

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lmcpipe import cifar, imagefolder
-from lmcpipe.cifar import load_cifar, locate_cifar, read_cifar, write_cifar
-from lmcpipe.data import DataError
-from lmcpipe.imagefolder import read_imagefolder, write_imagefolder
+from lmcpipe.data import DataError, cifar, imagefolder, testing
+from lmcpipe.data.cifar import load_cifar, locate_cifar, read_cifar
+from lmcpipe.data.imagefolder import read_imagefolder
+from lmcpipe.data.testing import write_cifar, write_imagefolder
 
 
 def random_cifar(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +58,7 @@ def test_cifar_rows_are_rgb_planes(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for name in (*cifar.CIFAR["cifar10"].train_files, "test_batch"):
-        (folder / name).write_bytes(cifar.dumps_py2(batch))
+        (folder / name).write_bytes(testing.dumps_py2(batch))
     x, y = read_cifar(folder, "test", 10)
     assert x[0, 0, 0, 0] == 10 and x[0, 0, 0, 1] == 11 and x[0, 0, 1, 0] == 12
     assert x[0, 1, 0, 5] == 20 and x[0, 2, 31, 31] == 30 and int(x.sum()) == 83
@@ -110,21 +110,21 @@ class _Exploit:
 
 
 def _bad_files(tmp_path):
-    good = cifar.dumps_py2({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]})
+    good = testing.dumps_py2({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]})
     return {
         "truncated": (good[: len(good) // 2], "not a CIFAR python pickle"),
         "garbage": (b"\x00not a pickle at all", "not a CIFAR python pickle"),
         "empty": (b"", "not a CIFAR python pickle"),
         "list": (pickle.dumps([1, 2, 3]), "expected a dict"),
-        "no_labels": (cifar.dumps_py2({b"data": np.zeros((2, 3072), np.uint8)}),
+        "no_labels": (testing.dumps_py2({b"data": np.zeros((2, 3072), np.uint8)}),
                       "missing key.*labels"),
         "str_keys": (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}),
                      "missing key"),
-        "bad_shape": (cifar.dumps_py2({b"data": np.zeros((2, 100), np.uint8), b"labels": [1, 2]}),
+        "bad_shape": (testing.dumps_py2({b"data": np.zeros((2, 100), np.uint8), b"labels": [1, 2]}),
                       r"expected uint8 \(N, 3072\)"),
-        "label_count": (cifar.dumps_py2({b"data": np.zeros((2, 3072), np.uint8),
+        "label_count": (testing.dumps_py2({b"data": np.zeros((2, 3072), np.uint8),
                                          b"labels": [1]}), "1 labels for 2 images"),
-        "label_range": (cifar.dumps_py2({b"data": np.zeros((2, 3072), np.uint8),
+        "label_range": (testing.dumps_py2({b"data": np.zeros((2, 3072), np.uint8),
                                          b"labels": [1, 10]}), r"expected \[0, 9\]"),
         "exploit": (pickle.dumps({b"data": _Exploit(tmp_path / "pwned")}, protocol=2),
                     "refusing to load global"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmcpipe import data, models, optim
-from lmcpipe.cifar import write_cifar
+from lmcpipe.data.testing import write_cifar
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.interpolate import blend, recompute_bn
 from lmcpipe.train import train

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from lmcpipe import atomic, cli, cohort, data, masks, models, paths, stacked, train
-from lmcpipe.cifar import write_cifar
+from lmcpipe.data.testing import write_cifar
 from lmcpipe.hparams import TrainHParams, to_json
 from tests.helpers import state_equal, tiny_hparams
 

@@ -160,7 +160,7 @@ def test_check_config_exit_status(shipped, tmp_path):
 # --- code versions -----------------------------------------------------------------------------
 def test_train_closure():
     names = {p.relative_to(codever.PACKAGE).as_posix() for p in codever.closure("train")}
-    assert {"train.py", "data.py", "masks.py", "atomic.py", "seeds.py", "evaluate.py",
+    assert {"train.py", "data/__init__.py", "masks.py", "atomic.py", "seeds.py", "evaluate.py",
             "hparams.py", "models/__init__.py", "models/base.py", "models/lenet.py"} <= names
     assert not names & {"figures/__init__.py", "aggregate.py", "cli.py", "interpolate.py",
                         "config.py"}

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from lmcpipe import data
-from lmcpipe.data import DATASETS, IDX_FILES, DataError, read_idx, write_idx
+from lmcpipe.data import DATASETS, IDX_FILES, DataError, idx, read_idx
+from lmcpipe.data.testing import write_idx
 from tests.helpers import GZIPPED, N_TEST, N_TRAIN, file_name, write_dataset
 
 
@@ -205,7 +209,7 @@ def test_label_count_must_match_image_count(tmp_path):
         data.load("fashion_mnist", root)
 
 
-# --- the decode-once cache (lmcpipe.datacache) ---------------------------------------------
+# --- the decode-once cache (lmcpipe.data.cache) -------------------------------------------
 def _same_data(a: data.Data, b: data.Data) -> bool:
     """Bit-for-bit equality of every tensor, with dtypes and shapes."""
     names = ("train_x", "train_y", "test_x", "test_y", "mean", "std")
@@ -216,13 +220,13 @@ def _same_data(a: data.Data, b: data.Data) -> bool:
 
 def _count_read_idx(monkeypatch) -> list:
     calls = []
-    real = data.read_idx
+    real = idx.read_idx
 
     def counted(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(data, "read_idx", counted)
+    monkeypatch.setattr(idx, "read_idx", counted)
     return calls
 
 
@@ -256,10 +260,10 @@ def test_idx_cache_is_bit_identical_and_decoded_once(tmp_path, monkeypatch):
         np.testing.assert_array_equal(cached, read_idx(root / "fashion_mnist" / file_name(key)))
 
     # a warm load decodes nothing and opens no source file; images are memory-mapped
-    monkeypatch.setattr(data.gzip, "open", lambda *a, **k: pytest.fail("source opened"))
+    monkeypatch.setattr(idx.gzip, "open", lambda *a, **k: pytest.fail("source opened"))
     warm = data.load("fashion_mnist", root)
     assert len(calls) == 8 and _same_data(warm, plain)
-    raw = data._read_idx_splits("fashion_mnist", root)
+    raw = idx.read_splits("fashion_mnist", root, 28)
     assert not raw["train_x"].numpy().flags.owndata  # a view of the mapped file
     assert raw["train_y"].dtype == torch.int64 and len(calls) == 8
 
@@ -288,7 +292,7 @@ class _Killed(BaseException):
 
 
 def test_idx_cache_failed_decode_leaves_nothing_that_looks_finished(tmp_path, monkeypatch):
-    from lmcpipe import datacache
+    from lmcpipe.data import cache as datacache
 
     root = tmp_path / "root"
     write_dataset(root / "fashion_mnist")
@@ -338,14 +342,14 @@ def test_idx_cache_concurrent_loads_decode_once(tmp_path, monkeypatch):
 
     root = tmp_path / "root"
     write_dataset(root / "fashion_mnist")
-    calls, real = [], data.read_idx
+    calls, real = [], idx.read_idx
 
     def slow(path):
         calls.append(path)
         time.sleep(0.05)  # widen the window in which both loads would decode without the lock
         return real(path)
 
-    monkeypatch.setattr(data, "read_idx", slow)
+    monkeypatch.setattr(idx, "read_idx", slow)
     start, results = threading.Barrier(2), []
 
     def job():
@@ -359,3 +363,26 @@ def test_idx_cache_concurrent_loads_decode_once(tmp_path, monkeypatch):
         t.join()
     assert len(results) == 2 and _same_data(*results)
     assert len(calls) == 4 and len(_entries(root)) == 1  # flock: one decoder, one mapper
+
+
+# --- import cost -------------------------------------------------------------------------------
+def test_dataset_facts_import_no_torch(tmp_path):
+    """Snakemake's rules, the config checker and the models read dataset facts and look for
+    files at every start: that must not import torch (about 3 s), numpy or PIL. A subprocess,
+    since this one has torch loaded already."""
+    code = f"""
+import sys
+import lmcpipe.data
+from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
+                          network_answers)
+from lmcpipe.data.registry import DatasetInfo
+for name in DATASETS:
+    find(name, {str(tmp_path)!r}), missing_message(name, {str(tmp_path)!r})
+    download_targets(name, {str(tmp_path)!r}), download_address(name)
+print(sorted(m for m in ("torch", "numpy", "PIL", "torchvision") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "LMCPIPE_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "load" in dir(data) and data.load.__module__ == "lmcpipe.data.loader"  # lazily

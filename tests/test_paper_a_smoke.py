@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from lmcpipe import paths
-from lmcpipe.cifar import write_cifar
-from lmcpipe.imagefolder import write_imagefolder
+from lmcpipe.data.testing import write_cifar, write_imagefolder
 from tests.test_workflow import job_counts, snakemake
 
 pytestmark = pytest.mark.slow

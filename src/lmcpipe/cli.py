@@ -39,7 +39,8 @@ STAGES = {
                            "one papers B/C table of an experiment"),
     "sweep-table": ("sweep", "add_arguments", "main", "tables of a paper-B sweep"),
     "figure": ("stages.figure", "add_arguments", "main", "render one figure from the tables"),
-    "download": ("data", "add_arguments", "main", "download a dataset with torchvision"),
+    "download": ("stages.download", "add_arguments", "main",
+                 "download a dataset with torchvision"),
     "check-config": ("config", "add_arguments", "main", "validate a config file"),
 }
 

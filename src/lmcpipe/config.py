@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from lmcpipe.data import DATASETS
+from lmcpipe.data.registry import DATASETS
 from lmcpipe.hparams import Experiment, experiment_from_config
 from lmcpipe.models import REGISTRY
 

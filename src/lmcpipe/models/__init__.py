@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lmcpipe.data import DATASETS
+from lmcpipe.data.registry import DATASETS
 from lmcpipe.models.base import PrunableModel
 from lmcpipe.models.imagenet import InceptionV3, ResNet50
 from lmcpipe.models.lenet import LeNet300100

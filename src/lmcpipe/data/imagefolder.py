@@ -16,6 +16,10 @@ The key hashes the file list with sizes and modification times, so an edited fol
 again.
 
 Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>`` (``locate``).
+
+A format module of ``lmcpipe.data.formats``: the path functions run at every Snakemake start, so
+PIL, numpy, torch and the cache are imported inside the functions that decode.
+``lmcpipe.data.testing.write_imagefolder`` writes a tiny folder for tests.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image
+from lmcpipe import atomic
+from lmcpipe.data.registry import DataError
 
-from lmcpipe import atomic, datacache
-from lmcpipe import data as _data  # for DataError; see the note in ``cifar``
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
 FOLDER = "imagenet"
@@ -47,19 +52,19 @@ def list_images(directory: str | Path) -> tuple[list[Path], list[int], list[str]
     """Image files, their class indices and the sorted class names of a split folder."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise _data.DataError(f"{directory}: image folder missing (expected <class>/<image> "
-                              "sub-folders)")
+        raise DataError(f"{directory}: image folder missing (expected <class>/<image> "
+                        "sub-folders)")
     classes = sorted(p.name for p in directory.iterdir()
                      if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise _data.DataError(f"{directory}: no class folders (expected <class>/<image>)")
+        raise DataError(f"{directory}: no class folders (expected <class>/<image>)")
     files, labels = [], []
     for index, name in enumerate(classes):
         images = sorted(p for p in (directory / name).iterdir()
                         if p.is_file() and p.suffix.lower() in EXTENSIONS)
         if not images:
-            raise _data.DataError(f"{directory / name}: class folder holds no "
-                                  f"{'/'.join(EXTENSIONS)} images")
+            raise DataError(f"{directory / name}: class folder holds no "
+                            f"{'/'.join(EXTENSIONS)} images")
         files += images
         labels += [index] * len(images)
     return files, labels, classes
@@ -67,6 +72,9 @@ def list_images(directory: str | Path) -> tuple[list[Path], list[int], list[str]
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """One image as uint8 (size, size, 3): shorter side resized to ``size``, center crop."""
+    import numpy as np
+    from PIL import Image
+
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
@@ -81,7 +89,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             img = img.crop((left, top, left + size, top + size))
             array = np.asarray(img, dtype=np.uint8)
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBomb...
-        raise _data.DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
     return array
 
 
@@ -93,6 +101,9 @@ def read_imagefolder(directory: str | Path, size: int, classes: list[str] | None
     exactly these classes, so that labels mean the same thing in both splits.
     ``workers``: decoding threads (default: up to 8, bounded by the CPU count).
     """
+    import numpy as np
+    import torch
+
     directory = Path(directory)
     files, labels, names = list_images(directory)
     _check_classes(directory, names, classes)
@@ -126,7 +137,11 @@ def cached_split(directory: str | Path, size: int, classes: list[str] | None = N
     any process, map the finished file. The tensor is read-only in effect: it is mapped
     copy-on-write, so nothing written to it reaches the disk.
     """
+    import numpy as np
+    import torch
+
     from lmcpipe.augment import channel_stats
+    from lmcpipe.data.cache import file_key, locked
 
     directory = Path(directory)
     files, labels, names = list_images(directory)
@@ -134,9 +149,9 @@ def cached_split(directory: str | Path, size: int, classes: list[str] | None = N
     cache = Path(cache_dir) if cache_dir else directory.parent / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     # the image list (relative paths, sizes, mtimes) and the resolution
-    stem = f"{directory.name}-{size}px-{datacache.file_key(files, str(size), base=directory)}"
+    stem = f"{directory.name}-{size}px-{file_key(files, str(size), base=directory)}"
     array_path, meta_path = cache / f"{stem}.npy", cache / f"{stem}.json"
-    with datacache.locked(cache / f"{stem}.lock"):  # one decoder; the others wait, then map
+    with locked(cache / f"{stem}.lock"):  # one decoder; the others wait, then map
         if not meta_path.exists():
             stats = {}
 
@@ -161,39 +176,41 @@ def cached_split(directory: str | Path, size: int, classes: list[str] | None = N
 def _check_classes(directory: Path, names: list[str], classes: list[str] | None) -> None:
     if classes is not None and list(classes) != names:
         extra, lacking = sorted(set(names) - set(classes)), sorted(set(classes) - set(names))
-        raise _data.DataError(f"{directory}: class folders differ from the expected classes "
-                              f"(extra: {extra[:5]}, missing: {lacking[:5]})")
+        raise DataError(f"{directory}: class folders differ from the expected classes "
+                        f"(extra: {extra[:5]}, missing: {lacking[:5]})")
 
 
-def write_imagefolder(root: str | Path, n_classes: int, per_class: int, size: int,
-                      seed: int = 0, splits: tuple[str, ...] = SPLITS) -> Path:
-    """Write a tiny learnable ImageNet-style folder (for tests); returns ``root``.
+# --- the format interface (see lmcpipe.data.formats) -----------------------------------------
+def files(dataset: str, root: str | Path) -> list[Path] | None:
+    directory = locate(root)
+    return None if directory is None else [directory / s for s in SPLITS]
 
-    ``root/<split>/n<class:08d>/<split>_<class>_<i>.JPEG|.png``: ``per_class`` images per class and
-    split, of varied sizes and aspect ratios (shorter side between ``size`` and ``2 * size``),
-    alternately real JPEG (RGB or grayscale) and PNG (RGB or RGBA) files. Each class has its own
-    mean colour plus noise, so the classes can be told apart after resizing and cropping.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    colours = rng.integers(30, 226, size=(n_classes, 3))
-    for split in splits:
-        for c in range(n_classes):
-            folder = root / split / f"n{c:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                short = int(rng.integers(size, 2 * size + 1))
-                long = int(rng.integers(short, 2 * short + 1))
-                h, w = (short, long) if i % 2 else (long, short)
-                pixels = colours[c] + rng.integers(-25, 26, size=(h, w, 3))
-                img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-                stem = folder / f"{split}_{c}_{i}"
-                if i % 4 == 0:
-                    img.save(stem.with_suffix(".JPEG"), "JPEG", quality=90)
-                elif i % 4 == 1:
-                    img.save(stem.with_suffix(".png"), "PNG")
-                elif i % 4 == 2:
-                    img.convert("L").save(stem.with_suffix(".jpg"), "JPEG", quality=90)
-                else:
-                    img.convert("RGBA").save(stem.with_suffix(".png"), "PNG")
-    return root
+
+def missing_message(dataset: str, root: str | Path) -> str:
+    return (f"dataset '{dataset}' not found: put its train/ and val/ folders "
+            f"(<class>/<image>) in {Path(root) / FOLDER}")
+
+
+def download_targets(dataset: str, root: str | Path) -> list[Path]:
+    """None: torchvision cannot download ImageNet (it is fetched by hand, under its terms)."""
+    return []
+
+
+def move_download(dataset: str, root: str | Path, tmp: str | Path) -> None:
+    raise DataError(missing_message(dataset, root))  # never called: there are no targets
+
+
+def read_splits(dataset: str, root: str | Path, size: int,
+                cache: bool = True) -> dict[str, torch.Tensor]:
+    """Both splits at ``size`` px, memory-mapped from the folder's cache, with the per-channel
+    statistics computed when it was filled. Always cached: ``cache`` is ignored (a decode of
+    ImageNet per job would take an hour)."""
+    import torch
+
+    directory = locate(root)
+    if directory is None:
+        raise DataError(missing_message(dataset, root))
+    train_x, train_y, classes, meta = cached_split(directory / "train", size)
+    test_x, test_y, _, _ = cached_split(directory / "val", size, classes)
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
+            "mean": torch.tensor(meta["mean"]), "std": torch.tensor(meta["std"])}

@@ -7,7 +7,7 @@ which costs little more than the page cache reads.
 
 ``cached_splits`` caches a dataset's four split arrays (MNIST-style IDX files, CIFAR pickles)
 under ``<data_root>/.cache``, on top of ``cached_arrays``. The rules every cache here follows
-(``imagefolder.cached_split`` uses the same key and lock):
+(``lmcpipe.data.imagefolder.cached_split`` uses the same key and lock):
 
 - The key (``file_key``) hashes the source files' names, sizes and modification times, so an
   edited or replaced source is decoded again into a new entry rather than served stale.
@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from lmcpipe import atomic
+from lmcpipe.data.registry import DATASETS
+from lmcpipe.data.tensors import train_stats
 
 FORMAT = 1  # bump when the layout of cached entries changes
 _warned: set[str] = set()
@@ -174,10 +176,8 @@ def cached_splits(dataset: str, root: str | os.PathLike, sources: list[Path],
 def _describe(dataset: str, sources: list[Path], arrays: dict[str, np.ndarray]) -> dict:
     """The side file's facts: written for people and tools; ``load`` recomputes the statistics
     from the cached pixels, so that its result never depends on which job filled the cache."""
-    from lmcpipe import data
-
-    info = data.DATASETS[dataset]
-    mean, std = data.train_stats(info.format, torch.from_numpy(arrays["train_x"]), info.input_shape)
+    info = DATASETS[dataset]
+    mean, std = train_stats(info.format, torch.from_numpy(arrays["train_x"]), info.input_shape)
     return {"dataset": dataset, "sources": [str(Path(p).resolve()) for p in sources],
             "counts": {s: len(arrays[f"{s}_x"]) for s in ("train", "test")},
             "mean": mean.tolist(), "std": std.tolist()}
