@@ -1,4 +1,4 @@
-"""Stage: tidy long-format tables of one experiment, loadable with ``pandas.read_csv``.
+"""Tidy long-format tables of one experiment, loadable with ``pandas.read_csv``.
 
 Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
 
@@ -15,7 +15,6 @@ Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 
 from lmcpipe import atomic, paths, plan
 from lmcpipe.barrier import barrier
-from lmcpipe.hparams import DENSITY_OF, Experiment, experiment_from_json
+from lmcpipe.hparams import DENSITY_OF, Experiment
 from lmcpipe.summary import KEYS
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
@@ -103,31 +102,3 @@ def with_flags(frame: pd.DataFrame, runs: pd.DataFrame, exp: Experiment) -> pd.D
     out = frame.merge(counts, on=KEYS, how="left")
     out["n_at_chance"] = out["n_at_chance"].fillna(0).astype(int)
     return out.assign(density_of=DENSITY_OF[exp.prune.counting])
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", required=True, help="Experiment as JSON")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--classes", type=int, default=10,
-                   help="classes of the dataset (sets the at_chance flags)")
-
-
-def main(args: argparse.Namespace) -> None:
-    from lmcpipe.summary import summarise, table2
-
-    exp = experiment_from_json(args.experiment)
-    out = Path(args.out_dir)
-    frames = tables(exp, args.classes)
-    for name, frame in frames.items():
-        atomic.save_frame(frame, out / f"{name}.csv")
-    runs, inst = frames["runs"], frames["instability"]
-    frames["summary"] = with_flags(summarise(runs, inst, exp.interp.threshold), runs, exp)
-    atomic.save_frame(frames["summary"], out / "summary.csv")
-    frames["table2"] = with_flags(table2(runs, inst, exp.interp.threshold), runs, exp)
-    atomic.save_frame(frames["table2"], out / "table2.csv")
-    flagged = runs[runs["at_chance"].astype(bool)]
-    if len(flagged):
-        print(f"warning: {len(flagged)} of {len(runs)} runs ended at chance error "
-              f"(at_chance in runs.csv)")
-    for name, frame in frames.items():
-        print(f"{name}.csv: {len(frame)} rows")

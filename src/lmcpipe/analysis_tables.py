@@ -1,4 +1,4 @@
-"""Stage: one experiment-level table of a papers B/C analysis, from its per-chain files.
+"""The experiment-level tables of the papers B/C analyses, from their per-chain files.
 
 Tables (one row per item, identified by experiment, seed and rewind_step; column meanings in
 ``results/README.md``): ``successive`` (barrier between the level-L and level-(L+1) IMP
@@ -9,13 +9,11 @@ solutions, with matching), ``angles``, ``thresholds``, ``histograms``, ``small_w
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 
 from lmcpipe import atomic, paths, plan
 from lmcpipe.barrier import barrier
-from lmcpipe.hparams import Experiment, experiment_from_json
+from lmcpipe.hparams import Experiment
 
 SUCCESSIVE_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density", "density_next",
                       "split", "barrier", "max_error", "endpoint_error", "error", "error_next",
@@ -142,15 +140,3 @@ def analysis_table(exp: Experiment, table: str) -> pd.DataFrame:
             frame.insert(0, "experiment", exp.name)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", required=True, help="Experiment as JSON")
-    p.add_argument("--table", required=True, choices=sorted(paths.ANALYSIS_TABLES))
-    p.add_argument("--out", required=True)
-
-
-def main(args: argparse.Namespace) -> None:
-    frame = analysis_table(experiment_from_json(args.experiment), args.table)
-    atomic.save_frame(frame, args.out)
-    print(f"wrote {args.out}: {len(frame)} rows")

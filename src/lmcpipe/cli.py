@@ -14,34 +14,36 @@ from lmcpipe.errors import StageError  # stdlib only: no torch import
 
 DESCRIPTION = "lmcpipe: lottery tickets and linear mode connectivity, one subcommand per stage."
 
-# subcommand -> (module, add_arguments, main, help)
+# subcommand -> (module, add_arguments, main, help); a stage lives in stages/<subcommand>.py
+# ("-" written "_", see lmcpipe.stages)
 STAGES = {
-    "init": ("train", "add_init_arguments", "init_main", "write W_0 of an init seed"),
-    "train": ("train", "add_arguments", "main",
+    "init": ("stages.init", "add_arguments", "main", "write W_0 of an init seed"),
+    "train": ("stages.train", "add_arguments", "main",
               "train from a start point with a mask (dense, rewind, retrain, fork copies)"),
-    "cohort": ("cohort", "add_arguments", "main",
+    "cohort": ("stages.cohort", "add_arguments", "main",
                "train the runs of one (seed, k, level) together: a cohort"),
-    "prune": ("prune", "add_arguments", "main",
+    "prune": ("stages.prune", "add_arguments", "main",
               "IMP mask of the next level (and the random-pruning baseline's)"),
-    "interpolate": ("interpolate", "add_arguments", "main", "error along the path of a pair"),
-    "interpolate-pairs": ("interpolate", "add_pairs_arguments", "pairs_main",
+    "interpolate": ("stages.interpolate", "add_arguments", "main",
+                    "error along the path of a pair"),
+    "interpolate-pairs": ("stages.interpolate_pairs", "add_arguments", "main",
                           "error along the paths of a cohort's pairs, in one process"),
-    "aggregate": ("aggregate", "add_arguments", "main", "tidy tables of an experiment"),
-    "rounds": ("chain", "add_rounds_arguments", "rounds_main",
+    "aggregate": ("stages.aggregate", "add_arguments", "main", "tidy tables of an experiment"),
+    "rounds": ("stages.rounds", "add_arguments", "main",
                "angles, thresholds, histograms and new small weights of one IMP chain"),
-    "curvature": ("chain", "add_curvature_arguments", "curvature_main",
+    "curvature": ("stages.curvature", "add_arguments", "main",
                   "Hessian top eigenvalue, trace and pruning-step curvature at one level"),
-    "perturb": ("probes", "add_perturb_arguments", "perturb_main",
+    "perturb": ("stages.perturb", "add_arguments", "main",
                 "perturbed pruned rewind point (paper C, robustness)"),
-    "oneshot-mask": ("probes", "add_oneshot_arguments", "oneshot_main",
+    "oneshot-mask": ("stages.oneshot_mask", "add_arguments", "main",
                      "one-shot mask from a level's solution (paper C, maximal pruning ratio)"),
-    "aggregate-analysis": ("analysis_tables", "add_arguments", "main",
+    "aggregate-analysis": ("stages.aggregate_analysis", "add_arguments", "main",
                            "one papers B/C table of an experiment"),
-    "sweep-table": ("sweep", "add_arguments", "main", "tables of a paper-B sweep"),
+    "sweep-table": ("stages.sweep_table", "add_arguments", "main", "tables of a paper-B sweep"),
     "figure": ("stages.figure", "add_arguments", "main", "render one figure from the tables"),
     "download": ("stages.download", "add_arguments", "main",
                  "download a dataset with torchvision"),
-    "check-config": ("config", "add_arguments", "main", "validate a config file"),
+    "check-config": ("stages.check_config", "add_arguments", "main", "validate a config file"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Stage: train a cohort — the runs of one (init seed, k, level) — in one process.
+"""Training a cohort — the runs of one (init seed, k, level) — in one process.
 
 Per-job fixed cost (``import torch``, reading the data, building the network) was about two thirds
 of a demo job when every run was its own job; a cohort pays it once for all its runs. Members are
@@ -12,12 +12,12 @@ Resumption: a member whose chunk finished is kept in a ``.partial`` file beside 
 resume checkpoint. A killed cohort restarts from both and ends with the same bits. ``model.pt`` and
 ``metrics.csv`` of every member appear only once every member is trained, so nothing looks
 finished early, and the per-run files are where single runs used to write them: tables, figures
-and analyses read what they read before.
+and analyses read what they read before. The ``lmcpipe cohort`` entrypoint is
+``lmcpipe.stages.cohort``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -27,8 +27,8 @@ import torch
 
 from lmcpipe import atomic, data, masks, models, paths, stacked
 from lmcpipe.errors import Diverged
-from lmcpipe.hparams import TrainHParams, from_json
-from lmcpipe.train import model_record, pick_device, run_fingerprint, start_model, train
+from lmcpipe.hparams import TrainHParams
+from lmcpipe.train import model_record, run_fingerprint, start_model, train
 
 METRIC_COLUMNS = ["step", "split", "loss", "error"]
 STACK_DEFAULTS = {"cpu": 1, "cuda": 16}  # members per stacked step when resources.stack is 0
@@ -140,37 +140,3 @@ def write_members(hp: TrainHParams, members: list[Member],
     for m in members:
         if os.path.exists(paths.partial_file(m.model_out)):
             os.unlink(paths.partial_file(m.model_out))
-
-
-# --- CLI -------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
-    p.add_argument("--seed", type=int, required=True, help="init seed s")
-    p.add_argument("--start-step", type=int, required=True,
-                   help="k: schedule position of the start (0 for the restarted control)")
-    p.add_argument("--level", type=int, required=True, help="pruning level (seeds reinit)")
-    p.add_argument("--members", required=True,
-                   help="JSON list of {order, copy, model_out, metrics_out, start, mask, "
-                        "references}")
-    p.add_argument("--stack", type=int, default=0,
-                   help="members per stacked step (0: the device's default, "
-                        f"{STACK_DEFAULTS})")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
-
-
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
-    members = members_from_json(args.members)
-    if not members:
-        raise SystemExit("lmcpipe cohort: --members lists no run")
-    device = pick_device(args.device)
-    stack = args.stack or default_stack(device)
-    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    print(f"cohort of {len(members)} runs on {device}, {stack} per stacked step")
-    results = train_cohort(hp, args.seed, args.start_step, args.level, members, dataset, stack)
-    write_members(hp, members, results)
-    for m, (_, rows) in zip(members, results, strict=True):
-        final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
-        print(f"{m.model_out}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))

@@ -7,7 +7,6 @@ before any job starts. Snakemake's ``common.smk`` and ``lmcpipe check-config`` b
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import math
@@ -19,7 +18,7 @@ import yaml
 
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.hparams import Experiment, experiment_from_config
-from lmcpipe.models import REGISTRY
+from lmcpipe.models import NAMES as MODELS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -142,7 +141,7 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
         # YAML anchors share dicts between experiments: give each its own before converting
         exp = config["experiments"][name] = copy.deepcopy(config["experiments"][name])
         where = f"experiments.{name}"
-        if exp["model"] not in REGISTRY:
+        if exp["model"] not in MODELS:
             raise ConfigError(f"config key {where}.model: unknown network '{exp['model']}'")
         if exp["dataset"] not in DATASETS:
             raise ConfigError(f"config key {where}.dataset: unknown dataset '{exp['dataset']}'")
@@ -178,17 +177,3 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
         if name not in experiments and name not in sweeps:
             raise ConfigError(f"config key all: unknown experiment or sweep '{name}'")
     return experiments, sweeps
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("configfile")
-    p.add_argument("--schema", default=str(SCHEMA))
-
-
-def main(args: argparse.Namespace) -> None:
-    config = yaml.safe_load(Path(args.configfile).read_text())
-    try:
-        experiments = validate(config, args.schema)
-    except ConfigError as e:
-        raise SystemExit(f"lmcpipe: {e}") from None
-    print(f"{args.configfile}: ok ({', '.join(experiments)})")

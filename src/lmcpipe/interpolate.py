@@ -1,4 +1,4 @@
-"""Stage: error and loss along the straight line between the two copies of a pair.
+"""Error and loss along the straight line between the two copies of a pair.
 
 W(alpha) = alpha * W1 + (1 - alpha) * W2 at evenly spaced alpha in [0, 1]. Both copies share the
 mask, so pruned weights are zero at every alpha. The barrier (instability) is the largest error on
@@ -8,11 +8,12 @@ BatchNorm running statistics are either interpolated with the weights (``bn_mode
 or recomputed at each alpha from training batches (``recompute``): interpolated statistics can
 describe the blended network badly ("variance collapse", Jordan et al. 2023, REPAIR), and what
 paper A did is not known, so both are offered and recorded in the tables.
+
+The entrypoints ``lmcpipe interpolate`` and ``interpolate-pairs`` are ``lmcpipe.stages.interpolate``
+and ``.interpolate_pairs``.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import pandas as pd
 import torch
@@ -21,9 +22,8 @@ from torch import nn
 from lmcpipe import atomic, data, models
 from lmcpipe.barrier import barrier
 from lmcpipe.evaluate import evaluate_splits
-from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
+from lmcpipe.hparams import InterpHParams, TrainHParams
 from lmcpipe.seeds import generator
-from lmcpipe.train import pick_device
 
 
 def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
@@ -83,24 +83,6 @@ def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch
     return pd.DataFrame(rows, columns=["alpha", "split", "loss", "error"])
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
-    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
-    p.add_argument("--copy1", required=True)
-    p.add_argument("--copy2", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
-
-
-def add_pairs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
-    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
-    p.add_argument("--pairs", required=True, help="JSON list of {copy1, copy2, out}")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
-
-
 def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str, str]],
                       device: torch.device) -> None:
     """The path of every pair ({copy1, copy2, out}) of a cohort, in one process: the data are
@@ -115,21 +97,3 @@ def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str,
         atomic.save_frame(path, pair["out"])
         print(pair["out"] + ": " + ", ".join(
             f"{row.split} barrier {row.barrier:.4f}" for row in barrier(path).itertuples()))
-
-
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    interpolate_files(from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
-                      [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}],
-                      pick_device(args.device))
-
-
-def pairs_main(args: argparse.Namespace) -> None:
-    import json
-
-    torch.set_num_threads(args.threads)
-    pairs = json.loads(args.pairs)
-    if not pairs:
-        raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
-    interpolate_files(from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
-                      pairs, pick_device(args.device))

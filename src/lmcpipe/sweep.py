@@ -1,4 +1,4 @@
-"""Stage: the tables of a paper-B sweep, concatenated from its member experiments.
+"""The tables of a paper-B sweep, concatenated from its member experiments.
 
 A sweep (``sweep:`` in an experiment of ``config.yaml``) runs one experiment per combination of
 training values — batch size ± warmup (paper B Figs 1–2) or the repellent/attractive weight λ
@@ -11,13 +11,11 @@ at every batch size, a different iteration count for each), and the key names in
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from lmcpipe import atomic, paths
+from lmcpipe import paths
 
 TABLES = {"sweep_runs": "runs", "sweep_instability": "instability"}
 
@@ -43,21 +41,3 @@ def sweep_tables(name: str, members: dict[str, dict], tables_root: str = paths.T
             frames.append(frame)
         out[table] = pd.concat(frames, ignore_index=True)
     return out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", required=True, help="sweep name")
-    p.add_argument("--members", required=True,
-                   help="JSON {member experiment: {train key: value (in iterations)}}")
-    p.add_argument("--settings",
-                   help="JSON {member experiment: {train key: value as written in the sweep}}")
-    p.add_argument("--tables-root", default=paths.TABLES_ROOT)
-    p.add_argument("--out-dir", required=True)
-
-
-def main(args: argparse.Namespace) -> None:
-    settings = json.loads(args.settings) if args.settings else None
-    tables = sweep_tables(args.name, json.loads(args.members), args.tables_root, settings)
-    for table, frame in tables.items():
-        atomic.save_frame(frame, str(Path(args.out_dir) / f"{table}.csv"))
-    print(f"wrote {', '.join(tables)} of sweep {args.name} to {args.out_dir}")

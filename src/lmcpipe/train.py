@@ -1,4 +1,4 @@
-"""Stage: train one network from a start point with a mask and a data-order stream.
+"""Training one network from a start point with a mask and a data-order stream.
 
 Used for the dense run, the rewind points W_k, IMP retraining and the pair copies: they differ only
 in start point, mask and data-order stream, which is why one function serves them all.
@@ -7,11 +7,13 @@ The data order of step t is a pure function of (order, copy, epoch) (see ``seeds
 evaluated only at the configured steps, and a resume file holding model, optimiser, step, metrics
 and RNG state is written every ``checkpoint_every`` steps, so a killed run restarts where it stopped
 and ends with the same weights as an uninterrupted one.
+
+The ``lmcpipe train`` and ``init`` entrypoints (``lmcpipe.stages.train`` / ``.init``) and cohorts
+(``lmcpipe.cohort``) call these functions.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -21,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, masks, models, optim, paths
+from lmcpipe import atomic, data, masks, models, optim
 from lmcpipe.errors import Diverged
 from lmcpipe.evaluate import evaluate_splits
-from lmcpipe.hparams import TrainHParams, from_json, to_json
+from lmcpipe.hparams import TrainHParams, to_json
 from lmcpipe.models import PrunableModel
 from lmcpipe.seeds import generator
 
@@ -293,28 +295,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-# --- CLI -------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
-    p.add_argument("--seed", type=int, required=True, help="init seed s")
-    start = p.add_mutually_exclusive_group(required=True)
-    start.add_argument("--start", help="model artifact to start from (W_k)")
-    start.add_argument("--reinit", action="store_true",
-                       help="random-reinit baseline: fresh init seeded by (seed, k, level)")
-    p.add_argument("--start-step", type=int, default=0, help="k: schedule position of the start")
-    p.add_argument("--stop-step", type=int, help="stop early (rewind points); default: hp.steps")
-    p.add_argument("--level", type=int, default=0)
-    p.add_argument("--mask", help="mask artifact (omit for dense)")
-    p.add_argument("--order", type=int, required=True, help="data-order seed")
-    p.add_argument("--copy", type=int, default=1, help="copy index within a pair")
-    p.add_argument("--model-out", required=True)
-    p.add_argument("--metrics-out")
-    p.add_argument("--references", nargs="*", default=[],
-                   help="earlier rounds' optima for the repellent/attractive term (paper B)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
-
-
 def _file_digest(path: str | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
 
@@ -339,45 +319,3 @@ def start_model(hp: TrainHParams, start: str | None, seed: int, start_step: int,
         return load_model(hp, start)[0]
     return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level,
                                     bias=hp.bias_init)
-
-
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
-    device = pick_device(args.device)
-    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    model = start_model(hp, None if args.reinit else args.start, args.seed, args.start_step,
-                        args.level)
-    fingerprint = run_fingerprint(hp, args.seed, args.start_step, args.stop_step, args.level,
-                                  args.order, args.copy, args.start, args.mask, args.references)
-    resume = paths.resume_file(args.model_out)
-    try:
-        rows = train(
-            hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
-            stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
-            fingerprint=fingerprint, record=bool(args.metrics_out),
-            references=[atomic.load_torch(r)["state_dict"] for r in args.references],
-        )
-    except Diverged as e:
-        raise e.of(os.path.dirname(args.model_out) or args.model_out) from None
-    stop = hp.steps if args.stop_step is None else args.stop_step
-    if args.metrics_out:
-        atomic.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)
-    atomic.save_torch(model_record(model, hp.model, stop), args.model_out)
-    if os.path.exists(resume):
-        os.unlink(resume)
-    final = {r["split"]: r["error"] for r in rows if r["step"] == stop}
-    print(f"trained to step {stop}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))
-
-
-def add_init_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
-    p.add_argument("--seed", type=int, required=True, help="init seed s")
-    p.add_argument("--out", required=True)
-
-
-def init_main(args: argparse.Namespace) -> None:
-    """W_0 of init seed s."""
-    hp = from_json(TrainHParams, args.hparams)
-    model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init)
-    atomic.save_torch(model_record(model, hp.model, 0), args.out)

@@ -1,6 +1,10 @@
-"""Stage: level n's IMP mask from level n-1's trained weights (global magnitude, nested), and
-the random-pruning baseline's mask from it (the IMP mask shuffled within each layer, seeded by
-(s, k, n)) in the same job: a mask job is mostly the import of torch."""
+"""``lmcpipe prune``: level n's IMP mask from level n-1's trained weights (global magnitude,
+nested), and the random-pruning baseline's mask from it (the IMP mask shuffled within each layer,
+seeded by (s, k, n)) in the same job: a mask job is mostly the import of torch.
+
+The pruning itself is ``lmcpipe.masks`` (``magnitude_prune``, ``shuffle_within_layers``); this
+module only reads the model and the previous mask and writes the new ones.
+"""
 
 from __future__ import annotations
 

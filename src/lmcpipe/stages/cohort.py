@@ -1,0 +1,50 @@
+"""``lmcpipe cohort``: the runs of one (init seed, k, level) trained in one process.
+
+One job per cohort instead of per run pays ``import torch``, reading the data and building the
+network once (``lmcpipe.cohort`` says why and how members are chunked and resumed). The stage
+parses the member list, picks the device's stack size and writes every member's files at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from lmcpipe import cohort, data
+from lmcpipe.hparams import TrainHParams, from_json
+from lmcpipe.train import pick_device
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--seed", type=int, required=True, help="init seed s")
+    p.add_argument("--start-step", type=int, required=True,
+                   help="k: schedule position of the start (0 for the restarted control)")
+    p.add_argument("--level", type=int, required=True, help="pruning level (seeds reinit)")
+    p.add_argument("--members", required=True,
+                   help="JSON list of {order, copy, model_out, metrics_out, start, mask, "
+                        "references}")
+    p.add_argument("--stack", type=int, default=0,
+                   help="members per stacked step (0: the device's default, "
+                        f"{cohort.STACK_DEFAULTS})")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    hp = from_json(TrainHParams, args.hparams)
+    members = cohort.members_from_json(args.members)
+    if not members:
+        raise SystemExit("lmcpipe cohort: --members lists no run")
+    device = pick_device(args.device)
+    stack = args.stack or cohort.default_stack(device)
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
+    print(f"cohort of {len(members)} runs on {device}, {stack} per stacked step")
+    results = cohort.train_cohort(hp, args.seed, args.start_step, args.level, members, dataset,
+                                  stack)
+    cohort.write_members(hp, members, results)
+    for m, (_, rows) in zip(members, results, strict=True):
+        final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
+        print(f"{m.model_out}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))

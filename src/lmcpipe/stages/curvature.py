@@ -1,0 +1,49 @@
+"""``lmcpipe curvature``: the curvature row of one IMP level's solution θ_L (paper C §3.3).
+
+One job per level: the Hessian products are the cost and the levels are independent, so they run
+in parallel. The stage reads the data, θ_L and m_L, and writes the row that
+``lmcpipe.curvature.curvature_row`` computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+
+from lmcpipe import atomic, curvature, data, masks, models
+from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
+from lmcpipe.train import pick_device
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
+    p.add_argument("--analyses", required=True, help="AnalysisHParams as JSON")
+    p.add_argument("--model", required=True, help="the level's solution θ_L")
+    p.add_argument("--mask", help="m_L (omit at level 0)")
+    p.add_argument("--fraction", type=float, required=True, help="fraction pruned per level")
+    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--level", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    hp = from_json(TrainHParams, args.hparams)
+    ap = from_json(AnalysisHParams, args.analyses)
+    dataset = data.load(hp.dataset, hp.data_root, pick_device(args.device), hp.image_size)
+    record = atomic.load_torch(args.model)  # read once: weights and the frozen count
+    model = models.build(hp.model, hp.dataset)
+    model.load_state_dict(record["state_dict"])
+    row = curvature.curvature_row(model, dataset, masks.load(args.mask), ap, hp.batch_size,
+                                  args.fraction, args.seed, args.k, args.level, args.counting,
+                                  masks.frozen_count(record, args.counting))
+    atomic.save_frame(pd.DataFrame([row], columns=curvature.CURVATURE_COLUMNS), args.out)
+    print(", ".join(f"{c} {row[c]:.4g}" for c in ("density", "top_eigenvalue", "trace",
+                                                   "quad_magnitude", "quad_random")))

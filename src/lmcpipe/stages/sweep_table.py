@@ -1,0 +1,32 @@
+"""``lmcpipe sweep-table``: the tables of a paper-B sweep, from its member experiments' tables.
+
+The sweep's figures compare members, so their rows are concatenated into ``sweep_runs.csv`` and
+``sweep_instability.csv`` with the swept values as columns (``lmcpipe.sweep.sweep_tables``). The
+member values come as JSON because the config expands the sweep, not this stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lmcpipe import atomic, paths, sweep
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="sweep name")
+    p.add_argument("--members", required=True,
+                   help="JSON {member experiment: {train key: value (in iterations)}}")
+    p.add_argument("--settings",
+                   help="JSON {member experiment: {train key: value as written in the sweep}}")
+    p.add_argument("--tables-root", default=paths.TABLES_ROOT)
+    p.add_argument("--out-dir", required=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    settings = json.loads(args.settings) if args.settings else None
+    tables = sweep.sweep_tables(args.name, json.loads(args.members), args.tables_root, settings)
+    for table, frame in tables.items():
+        atomic.save_frame(frame, str(Path(args.out_dir) / f"{table}.csv"))
+    print(f"wrote {', '.join(tables)} of sweep {args.name} to {args.out_dir}")
