@@ -29,7 +29,8 @@ RETRAIN = LEVEL + "/retrain"
 FORK = LEVEL + "/d{order}c{cp}"
 PATH = LEVEL + "/d{order}/path.csv"
 TABLES_ROOT = RESULTS + "/tables"
-TABLE = TABLES_ROOT + "/{exp}/{table}.csv"
+TABLES_DIR = TABLES_ROOT + "/{exp}"  # an experiment's tables, the directory figure jobs read
+TABLE = TABLES_DIR + "/{table}.csv"
 # papers B and C: analyses of one IMP chain (init seed x rewind step k)
 CHAIN = RESULTS + "/{exp}/s{seed}/k{k}/chain"
 SUCCESSIVE = CHAIN + "/successive_L{level}.csv"  # path between levels L and L + 1
@@ -39,11 +40,26 @@ CURVATURE = CHAIN + "/curvature_L{level}.csv"
 # "<method><j>" (oneshot: j IMP steps' worth pruned at once by magnitude or at random)
 PROBES = ("perturb", "oneshot")
 PROBE = RESULTS + "/{exp}/s{seed}/k{k}/{probe}/L{level}/{arm}"
-PROBE_START = PROBE + "/start.pt"
-PROBE_MASK = PROBE + "/mask.pt"
-PROBE_PATH = PROBE + "/path.csv"
+START = "start.pt"  # a perturb probe's perturbed start point
+MASK_FILE = "mask.pt"
+PATH_FILE = "path.csv"
+PROBE_START = PROBE + "/" + START
+PROBE_MASK = PROBE + "/" + MASK_FILE
+PROBE_PATH = PROBE + "/" + PATH_FILE
+PROBE_SETUP = {"perturb": START, "oneshot": MASK_FILE}  # what a probe's setup job writes
+ARM = r"c[0-9.e+-]+|(magnitude|random)\d+"  # the arms perturb_arm and oneshot_arm write
 FIGURE = RESULTS + "/figures/{figure}_{exp}.pdf"
-LOG = "logs/{exp}/{name}.log"
+
+# --- logs: one per job, under logs/ (never an input; the layout mirrors results/) ------------
+LOGS = "logs"
+LOG = LOGS + "/{exp}/{name}.log"  # jobs of a whole experiment: tables and figures
+SEED_LOG = LOGS + "/{exp}/s{seed}/{name}.log"  # W_0 and the rewind points of an init
+CHAIN_LOG = LOGS + "/{exp}/s{seed}/k{k}/chain/{name}.log"  # papers B/C analyses of a chain
+PRUNE_LOG = LOGS + "/{exp}/s{seed}/k{k}/imp/L{level}/prune.log"
+COHORT_LOG = LOGS + "/{exp}/s{seed}/k{k}/L{level}/{kind}_{stage}.log"
+PROBE_LOG = LOGS + "/{exp}/s{seed}/k{k}/{probe}/L{level}/{name}.log"
+SWEEP_LOG = LOGS + "/sweeps/{sweep}/{name}.log"
+DOWNLOAD_LOG = LOGS + "/download_{dataset}.log"
 
 MODEL = "model.pt"
 METRICS = "metrics.csv"
@@ -56,11 +72,29 @@ ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
 # papers B/C figure -> the tables it reads (the first one required, the others if switched on)
 ANALYSIS_FIGURES = figure_registry.analysis_tables()
 # paper B sweeps (one experiment per combination): tables and figures under the sweep's name
-SWEEP_TABLES = ("sweep_runs", "sweep_instability")
+# sweep table -> the members' experiment table it gathers
+SWEEP_SOURCES = {"sweep_runs": "runs", "sweep_instability": "instability"}
+SWEEP_TABLES = tuple(SWEEP_SOURCES)
 SWEEP_FIGURES = figure_registry.names(figure_registry.SWEEP)
-SWEEP_TABLE = RESULTS + "/tables/{sweep}/{table}.csv"
+SWEEP_TABLES_DIR = TABLES_ROOT + "/{sweep}"
+SWEEP_TABLE = SWEEP_TABLES_DIR + "/{table}.csv"
 SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
 FIGURES = figure_registry.names(figure_registry.PAPER_A)
+
+
+class _Keep(dict):
+    """Format mapping that leaves the fields it is not given as ``{field}`` (wildcards)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(pattern: str, **fields: object) -> str:
+    """``pattern`` with ``fields`` filled in and every other field kept as a wildcard.
+
+    ``fill(MASK, variant="imp")`` is the IMP mask pattern of a rule; ``fill(LOG, name="x")``
+    a log pattern. (``str.format`` would fail on the fields left out.)"""
+    return pattern.format_map(_Keep(fields))
 
 
 def rewind(exp: str, seed: int, k: int) -> str:
@@ -95,22 +129,39 @@ def run(exp: str, seed: int, k: int, variant: str, lvl: int, order: int, copy: i
     return FORK.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl, order=order, cp=copy)
 
 
-def chain_model(exp: str, seed: int, k: int, lvl: int, chain_order: int) -> str:
-    """Trained IMP network of level ``lvl`` whose magnitudes give level ``lvl + 1``'s mask.
+def chain_run(exp: str, seed: int, k: int, lvl: int, chain_order: int) -> str:
+    """Directory of the trained IMP network of level ``lvl`` of the chain (seed, k).
 
     Level 0 is the dense network for every k: rewinding applies from level 1 on (as in open_lth).
     """
     if lvl == 0:
-        return dense(exp, seed) + "/" + MODEL
-    return run(exp, seed, k, "imp", lvl, chain_order, 1, chain_order) + "/" + MODEL
+        return dense(exp, seed)
+    return run(exp, seed, k, "imp", lvl, chain_order, 1, chain_order)
+
+
+def chain_model(exp: str, seed: int, k: int, lvl: int, chain_order: int) -> str:
+    """Trained IMP network of level ``lvl`` whose magnitudes give level ``lvl + 1``'s mask."""
+    return chain_run(exp, seed, k, lvl, chain_order) + "/" + MODEL
 
 
 def path(exp: str, seed: int, k: int, variant: str, lvl: int, order: int) -> str:
     return PATH.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl, order=order)
 
 
+def tables_dir(exp: str) -> str:
+    return TABLES_DIR.format(exp=exp)
+
+
 def table(exp: str, name: str) -> str:
     return TABLE.format(exp=exp, table=name)
+
+
+def sweep_tables_dir(sweep: str) -> str:
+    return SWEEP_TABLES_DIR.format(sweep=sweep)
+
+
+def sweep_table(sweep: str, name: str) -> str:
+    return SWEEP_TABLE.format(sweep=sweep, table=name)
 
 
 def figure(exp: str, name: str) -> str:
@@ -121,8 +172,12 @@ def successive(exp: str, seed: int, k: int, lvl: int) -> str:
     return SUCCESSIVE.format(exp=exp, seed=seed, k=k, level=lvl)
 
 
+def rounds_dir(exp: str, seed: int, k: int) -> str:
+    return ROUNDS.format(exp=exp, seed=seed, k=k)
+
+
 def rounds_table(exp: str, seed: int, k: int, name: str) -> str:
-    return ROUNDS.format(exp=exp, seed=seed, k=k) + f"/{name}.csv"
+    return rounds_dir(exp, seed, k) + f"/{name}.csv"
 
 
 def curvature(exp: str, seed: int, k: int, lvl: int) -> str:

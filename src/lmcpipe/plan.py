@@ -164,8 +164,7 @@ def chain_models(exp: Experiment, seed: int, k: int) -> list[str]:
 
 def chain_masks(exp: Experiment, seed: int, k: int) -> list[str]:
     """m_1 … m_N of a chain."""
-    return [paths.MASK.format(exp=exp.name, seed=seed, k=k, variant="imp", level=lvl)
-            for lvl in range(1, exp.prune.levels + 1)]
+    return [paths.mask(exp.name, seed, k, "imp", lvl) for lvl in range(1, exp.prune.levels + 1)]
 
 
 @dataclass(frozen=True, order=True)
@@ -201,8 +200,7 @@ def probes(exp: Experiment, kind: str) -> list[Probe]:
 
 
 def chain_metrics(exp: Experiment, seed: int, k: int, lvl: int) -> str:
-    return paths.chain_model(exp.name, seed, k, lvl, exp.chain_order).rsplit("/", 1)[0] \
-        + "/" + paths.METRICS
+    return paths.chain_run(exp.name, seed, k, lvl, exp.chain_order) + "/" + paths.METRICS
 
 
 def analysis_inputs(exp: Experiment, table: str) -> list[str]:
@@ -210,8 +208,9 @@ def analysis_inputs(exp: Experiment, table: str) -> list[str]:
     out: list[str] = []
     if table in paths.PROBES:
         for p in probes(exp, table):
-            out += [f"{p.dir(exp)}/path.csv", f"{p.dir(exp)}/{paths.METRICS}"]
-            out.append(f"{p.dir(exp)}/start.pt" if table == "perturb" else f"{p.dir(exp)}/mask.pt")
+            here = p.dir(exp)
+            out += [f"{here}/{name}" for name in (paths.PATH_FILE, paths.METRICS,
+                                                  paths.PROBE_SETUP[table])]
         for s, k in chains(exp):
             out += chain_masks(exp, s, k)
             out += [chain_metrics(exp, s, k, lvl) for lvl in range(exp.prune.levels + 1)]
