@@ -17,21 +17,16 @@ rule successive:
     params:
         hp=train_hparams,
         interp=interp_hparams,
-        code=codever.version("interpolate"),
+        code=code_of("interpolate"),
     threads: job_threads
     resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
+        **JOB_RESOURCES,
     group:
         successive_group
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/k{k}/chain/successive_L{level}.log",
+        paths.fill(paths.CHAIN_LOG, name="successive_L{level}"),
     shell:
         "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
         " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
@@ -49,11 +44,11 @@ rule rounds:
         counting=lambda w: exp_of(w).prune.counting,
         bins=lambda w: exp_of(w).analyses.histogram_bins,
         out=lambda w: paths.ROUNDS.format(**w),
-        code=codever.version("chain"),
+        code=code_of("rounds"),
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/k{k}/chain/rounds.log",
+        paths.fill(paths.CHAIN_LOG, name="rounds"),
     shell:
         "python -m lmcpipe rounds --rewind {input.rewind} --models {input.models}"
         " --masks {input.masks} --fraction {params.fraction} --counting {params.counting}"
@@ -72,21 +67,16 @@ rule curvature:
         fraction=lambda w: exp_of(w).prune.fraction,
         counting=lambda w: exp_of(w).prune.counting,
         mask=mask_args,
-        code=codever.version("chain"),
+        code=code_of("curvature"),
     threads: job_threads
     resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
+        **JOB_RESOURCES,
     group:
         group_of
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/k{k}/chain/curvature_L{level}.log",
+        paths.fill(paths.CHAIN_LOG, name="curvature_L{level}"),
     shell:
         "python -m lmcpipe curvature --hparams {params.hp} --analyses {params.analyses}"
         " --model {input.model} {params.mask} --fraction {params.fraction}"
@@ -112,16 +102,16 @@ for _exp in EXPERIMENTS.values():
             params:
                 scales=" ".join(f"{p.scale:g}" for p in probe_arms(_exp, "perturb")),
                 mask=mask_args,
-                code=codever.version("probes"),
+                code=code_of("perturb"),
             threads: aux_threads
             resources:
                 **JOB_RESOURCES,
             group:
                 probe_group
             conda:
-                "../envs/lmcpipe.yaml"
+                ENV
             log:
-                "logs/{exp}/s{seed}/k{k}/perturb/L{level}/start.log",
+                paths.fill(paths.PROBE_LOG, probe="perturb", name="start"),
             shell:
                 "python -m lmcpipe perturb --rewind {input.rewind} {params.mask}"
                 " --mask-next {input.mask_next} --scale {params.scales} --seed {wildcards.seed}"
@@ -144,16 +134,16 @@ for _exp in EXPERIMENTS.values():
                 methods=" ".join(p.method for p in probe_arms(_exp, "oneshot")),
                 steps=" ".join(str(p.steps) for p in probe_arms(_exp, "oneshot")),
                 mask=mask_args,
-                code=codever.version("probes"),
+                code=code_of("oneshot-mask"),
             threads: aux_threads
             resources:
                 **JOB_RESOURCES,
             group:
                 probe_group
             conda:
-                "../envs/lmcpipe.yaml"
+                ENV
             log:
-                "logs/{exp}/s{seed}/k{k}/oneshot/L{level}/masks.log",
+                paths.fill(paths.PROBE_LOG, probe="oneshot", name="masks"),
             shell:
                 "python -m lmcpipe oneshot-mask --model {input.model} {params.mask}"
                 " --fraction {params.fraction} --counting {params.counting}"
@@ -174,31 +164,18 @@ rule aggregate_analysis:
         table="|".join(paths.ANALYSIS_TABLES),
     params:
         exp=lambda w: table_json(exp_of(w)),
-        code=codever.version("analysis_tables"),
+        code=code_of("aggregate-analysis"),
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/table_{table}.log",
+        paths.fill(paths.LOG, name="table_{table}"),
     shell:
         "python -m lmcpipe aggregate-analysis --experiment {params.exp} --table {wildcards.table}"
         " --out {output} > {log} 2>&1"
 
 
-rule figure_analysis:
+use rule figure as figure_analysis with:
     input:
         figure_tables,
-    output:
-        paths.FIGURE,
     wildcard_constraints:
         figure="|".join(paths.ANALYSIS_FIGURES),
-    params:
-        tables=lambda w, input: input[0].rsplit("/", 1)[0],
-        threshold=lambda w: exp_of(w).interp.threshold,
-        code=codever.version("figures"),
-    conda:
-        "../envs/lmcpipe.yaml"
-    log:
-        "logs/{exp}/figure_{figure}.log",
-    shell:
-        "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
-        " --threshold {params.threshold} --out {output} > {log} 2>&1"

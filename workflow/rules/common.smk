@@ -42,7 +42,18 @@ wildcard_constraints:
     variant="|".join(paths.VARIANTS),
     probe="|".join(paths.PROBES),
     sweep="|".join(SWEEPS) or "(?!)",
-    arm=r"c[0-9.e+-]+|(magnitude|random)\d+",
+    arm=paths.ARM,
+
+
+# The software environment of every job (--use-conda): lmcpipe and its dependencies.
+ENV = "../envs/lmcpipe.yaml"
+
+
+def code_of(stage):
+    """Code version of the `lmcpipe <stage>` that jobs run: a hash of lmcpipe/stages/<stage>.py
+    and of every lmcpipe module it imports. As a param, editing that code reruns the jobs that
+    run it (and, through file times, what reads their outputs) and nothing else."""
+    return codever.version(f"stages.{stage.replace('-', '_')}")
 
 
 def exp_of(wildcards):
@@ -148,9 +159,9 @@ def cohort_path_outputs(exp, kind):
 
 def cohort_log(kind, stage):
     if kind in paths.PROBES:
-        return f"logs/{{exp}}/s{{seed}}/k{{k}}/{kind}/L{{level}}/{stage}.log"
+        return paths.fill(paths.PROBE_LOG, probe=kind, name=stage)
     k, level = _cohort_where(kind)
-    return f"logs/{{exp}}/s{{seed}}/k{k}/L{level}/{kind}_{stage}.log"
+    return paths.fill(paths.COHORT_LOG, k=k, level=level, kind=kind, stage=stage)
 
 
 def _where(wildcards):
@@ -191,10 +202,10 @@ def _probe_member(exp, probe):
     train with the chain's data order from step k."""
     here = probe.dir(exp)
     if probe.kind == "perturb":
-        start = f"{here}/start.pt"
+        start = f"{here}/{paths.START}"
         mask = paths.mask(exp.name, probe.seed, probe.k, "imp", probe.level + 1)
     else:
-        start, mask = paths.rewind(exp.name, probe.seed, probe.k), f"{here}/mask.pt"
+        start, mask = paths.rewind(exp.name, probe.seed, probe.k), f"{here}/{paths.MASK_FILE}"
     return {"order": exp.chain_order, "copy": 1, **_files(here), "start": start, "mask": mask,
             "references": []}
 
@@ -209,20 +220,19 @@ def probe_arms(exp, kind):
 
 def probe_setup_outputs(exp, kind):
     """The perturbed starts or one-shot masks of a level's probes, one per arm."""
-    name = "start.pt" if kind == "perturb" else "mask.pt"
-    return [f"{paths.probe('{exp}', '{seed}', '{k}', kind, '{level}', p.arm)}/{name}"
+    return [f"{paths.fill(paths.PROBE, probe=kind, arm=p.arm)}/{paths.PROBE_SETUP[kind]}"
             for p in probe_arms(exp, kind)]
 
 
 def probe_outputs(exp, kind):
     arms = sorted({p.arm for p in plan.probes(exp, kind)})
-    dirs = [paths.probe("{exp}", "{seed}", "{k}", kind, "{level}", arm) for arm in arms]
+    dirs = [paths.fill(paths.PROBE, probe=kind, arm=arm) for arm in arms]
     return [f"{d}/{name}" for d in dirs for name in (paths.MODEL, paths.METRICS)]
 
 
 def probe_path_outputs(exp, kind):
     arms = sorted({p.arm for p in plan.probes(exp, kind)})
-    return [paths.PROBE_PATH.replace("{probe}", kind).replace("{arm}", arm) for arm in arms]
+    return [paths.fill(paths.PROBE_PATH, probe=kind, arm=arm) for arm in arms]
 
 
 def cohort_inputs(kind):
@@ -264,7 +274,7 @@ def _cohort_pairs(wildcards, kind):
     if kind in paths.PROBES:
         ref = paths.chain_model(exp.name, seed, k, level + (kind == "perturb"), exp.chain_order)
         return [{"copy1": f"{p.dir(exp)}/{paths.MODEL}", "copy2": ref,
-                 "out": f"{p.dir(exp)}/path.csv"} for p in plan.probes(exp, kind)
+                 "out": f"{p.dir(exp)}/{paths.PATH_FILE}"} for p in plan.probes(exp, kind)
                 if (p.seed, p.k, p.level) == (seed, k, level)]
     pairs = [plan.Pair(seed, k, v, level, d) for v, d in plan.cohort_pairs_shape(exp, kind)]
     return [{"copy1": run_model(exp, p.copy(1)), "copy2": run_model(exp, p.copy(2)),
@@ -483,6 +493,8 @@ def group_of(wildcards):
     return f"{wildcards.exp}_s{wildcards.seed}_k{k}_L{level}"
 
 
-# The resources every training, interpolation and analysis job asks for (`resources: **JOB_RESOURCES`).
+# The one definition of what a compute job (training, pruning, interpolation, analysis) asks the
+# scheduler for: `resources: **JOB_RESOURCES` in each such rule. Table and figure rules are
+# local rules and ask for nothing.
 JOB_RESOURCES = dict(mem_mb=mem_mb_of, runtime=runtime_of, gpu=gpu_of, gpu_model=gpu_model_of,
                      gres=gres_of, device=device_of)

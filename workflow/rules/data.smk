@@ -18,8 +18,8 @@ for _dataset in [name for name in DATASETS if download_targets(name, config["dat
             # a shared filesystem; but training reads the datasets from data_root itself anyway.
             root=lambda w: str(Path(config["data_root"])),
         conda:
-            "../envs/lmcpipe.yaml"
+            ENV
         log:
-            f"logs/download_{_dataset}.log",
+            paths.DOWNLOAD_LOG.format(dataset=_dataset),
         shell:
             "python -m lmcpipe download --dataset {params.dataset} --root {params.root} > {log} 2>&1"

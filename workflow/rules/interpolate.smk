@@ -21,14 +21,14 @@ for _exp in EXPERIMENTS.values():
                 hp=train_hparams,
                 interp=interp_hparams,
                 pairs=cohort_pairs(_kind),
-                code=codever.version("interpolate"),
+                code=code_of("interpolate-pairs"),
             threads: job_threads
             resources:
                 **JOB_RESOURCES,
             group:
                 cohort_group(_kind)
             conda:
-                "../envs/lmcpipe.yaml"
+                ENV
             log:
                 cohort_log(_kind, "interpolate"),
             shell:

@@ -6,24 +6,24 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        imp=paths.MASK.replace("{variant}", "imp"),
-        random=paths.MASK.replace("{variant}", "randprune"),
+        imp=paths.fill(paths.MASK, variant="imp"),
+        random=paths.fill(paths.MASK, variant="randprune"),
     wildcard_constraints:
         level=r"[1-9]\d*",
     params:
         fraction=lambda w: exp_of(w).prune.fraction,
         counting=lambda w: exp_of(w).prune.counting,
         mask=mask_args,
-        code=codever.version("prune"),
+        code=code_of("prune"),
     threads: aux_threads
     resources:
         **JOB_RESOURCES,
     group:
         group_of
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/k{k}/imp/L{level}/prune.log",
+        paths.PRUNE_LOG,
     shell:
         "python -m lmcpipe prune --model {input.model} {params.mask} --fraction {params.fraction}"
         " --counting {params.counting}"

@@ -10,36 +10,38 @@ rule aggregate:
     input:
         lambda w: experiment_inputs(exp_of(w)),
     output:
-        [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
+        [paths.fill(paths.TABLE, table=t) for t in paths.TABLES],
     params:
         exp=lambda w: table_json(without_analyses(exp_of(w))),
-        out=lambda w: paths.TABLE.format(exp=w.exp, table="x").rsplit("/", 1)[0],
+        out=lambda w: paths.tables_dir(w.exp),
         classes=lambda w: DATASETS[exp_of(w).train.dataset].num_classes,
-        code=codever.version("aggregate"),
+        code=code_of("aggregate"),
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/aggregate.log",
+        paths.fill(paths.LOG, name="aggregate"),
     shell:
         "python -m lmcpipe aggregate --experiment {params.exp} --out-dir {params.out}"
         " --classes {params.classes} > {log} 2>&1"
 
 
+# Paper A's figures of an experiment; the papers B/C figures (analyses.smk) and a sweep's
+# (sweeps.smk) are this rule with other tables.
 rule figure:
     input:
-        [paths.TABLE.replace("{table}", t) for t in paths.TABLES],
+        [paths.fill(paths.TABLE, table=t) for t in paths.TABLES],
     output:
         paths.FIGURE,
     wildcard_constraints:
         figure="|".join(paths.FIGURES),
     params:
-        tables=lambda w, input: input[0].rsplit("/", 1)[0],
+        tables=lambda w: paths.tables_dir(w.exp),
         threshold=lambda w: exp_of(w).interp.threshold,
-        code=codever.version("figures"),
+        code=code_of("figure"),
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/figure_{figure}.log",
+        paths.fill(paths.LOG, name="figure_{figure}"),
     shell:
         "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
         " --threshold {params.threshold} --out {output} > {log} 2>&1"

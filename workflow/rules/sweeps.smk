@@ -9,40 +9,36 @@ localrules:
 
 rule sweep_table:
     input:
-        lambda w: [paths.table(m, t) for m in SWEEPS[w.sweep] for t in ("runs", "instability")],
+        lambda w: [paths.table(m, t) for m in SWEEPS[w.sweep]
+                   for t in paths.SWEEP_SOURCES.values()],
     output:
-        [paths.SWEEP_TABLE.replace("{table}", t) for t in paths.SWEEP_TABLES],
+        [paths.fill(paths.SWEEP_TABLE, table=t) for t in paths.SWEEP_TABLES],
     params:
         members=lambda w: quoted(json.dumps(sweep_values(w.sweep))),
         settings=lambda w: quoted(json.dumps(SWEEPS[w.sweep])),
-        out=lambda w, output: output[0].rsplit("/", 1)[0],
+        out=lambda w: paths.sweep_tables_dir(w.sweep),
         root=lambda w: paths.TABLES_ROOT,
-        code=codever.version("sweep"),
+        code=code_of("sweep-table"),
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/sweeps/{sweep}/tables.log",
+        paths.fill(paths.SWEEP_LOG, name="tables"),
     shell:
         "python -m lmcpipe sweep-table --name {wildcards.sweep} --members {params.members}"
         " --settings {params.settings}"
         " --tables-root {params.root} --out-dir {params.out} > {log} 2>&1"
 
 
-rule sweep_figure:
+use rule figure as sweep_figure with:
     input:
-        [paths.SWEEP_TABLE.replace("{table}", t) for t in paths.SWEEP_TABLES],
+        [paths.fill(paths.SWEEP_TABLE, table=t) for t in paths.SWEEP_TABLES],
     output:
         paths.SWEEP_FIGURE,
     wildcard_constraints:
         figure="|".join(paths.SWEEP_FIGURES),
     params:
-        tables=lambda w, input: input[0].rsplit("/", 1)[0],
+        tables=lambda w: paths.sweep_tables_dir(w.sweep),
         threshold=lambda w: EXPERIMENTS[next(iter(SWEEPS[w.sweep]))].interp.threshold,
-        code=codever.version("figures"),
-    conda:
-        "../envs/lmcpipe.yaml"
+        code=code_of("figure"),
     log:
-        "logs/sweeps/{sweep}/figure_{figure}.log",
-    shell:
-        "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
-        " --threshold {params.threshold} --out {output} > {log} 2>&1"
+        paths.fill(paths.SWEEP_LOG, name="figure_{figure}"),

@@ -1,5 +1,5 @@
-# Training stages: W_0, rewind points W_k, the dense run, IMP retraining and pair copies.
-# All call `lmcpipe train` (or `init`); they differ in start point, mask and data order.
+# Training stages: W_0, rewind points W_k, and the cohorts (the dense run, IMP retraining and
+# pair copies of one seed, k and level trained together by `lmcpipe cohort`).
 
 
 rule init:
@@ -7,21 +7,16 @@ rule init:
         paths.INIT,
     params:
         hp=train_hparams,
-        code=codever.version("train"),
+        code=code_of("init"),
     threads: aux_threads
     resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
+        **JOB_RESOURCES,
     group:
         group_of
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/init.log",
+        paths.fill(paths.SEED_LOG, name="init"),
     shell:
         "python -m lmcpipe init --hparams {params.hp} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
@@ -36,21 +31,16 @@ rule rewind:
     params:
         hp=train_hparams,
         order=lambda w: exp_of(w).chain_order,
-        code=codever.version("train"),
+        code=code_of("train"),
     threads: job_threads
     resources:
-        mem_mb=mem_mb_of,
-        runtime=runtime_of,
-        gpu=gpu_of,
-        gpu_model=gpu_model_of,
-        gres=gres_of,
-        device=device_of,
+        **JOB_RESOURCES,
     group:
         group_of
     conda:
-        "../envs/lmcpipe.yaml"
+        ENV
     log:
-        "logs/{exp}/s{seed}/rewind_k{k}.log",
+        paths.fill(paths.SEED_LOG, name="rewind_k{k}"),
     shell:
         "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
         " --stop-step {wildcards.k} --order {params.order} --copy 1 --model-out {output}"
@@ -81,7 +71,7 @@ for _exp in EXPERIMENTS.values():
                 members=cohort_members(_kind),
                 start_step=cohort_start_step(_kind),
                 level=cohort_level(_kind),
-                code=codever.version("cohort"),
+                code=code_of("cohort"),
             threads: job_threads
             resources:
                 **JOB_RESOURCES,
@@ -89,7 +79,7 @@ for _exp in EXPERIMENTS.values():
             group:
                 cohort_group(_kind)
             conda:
-                "../envs/lmcpipe.yaml"
+                ENV
             log:
                 cohort_log(_kind, "train"),
             shell:
