@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lmcpipe import atomic, paths
+from lmcpipe.figures import registry
 from tests.helpers import write_dataset
 from tests.test_workflow import job_counts, snakemake, with_changes
 
@@ -46,8 +47,8 @@ CONFIG = {
         },
     },
 }
-ANALYSIS_FIGURES = [paths.figure("tiny", f) for f in paths.ANALYSIS_FIGURES]
-SWEEP_FIGURES = [paths.SWEEP_FIGURE.format(figure=f, sweep="sweep") for f in paths.SWEEP_FIGURES]
+ANALYSIS_FIGURES = [paths.figure("tiny", f) for f in registry.ANALYSIS_FIGURES]
+SWEEP_FIGURES = [paths.SWEEP_FIGURE.format(figure=f, sweep="sweep") for f in registry.SWEEP_FIGURES]
 TARGETS = ANALYSIS_FIGURES + SWEEP_FIGURES
 
 

@@ -202,16 +202,16 @@ def test_every_plot_function_of_the_package_is_registered() -> None:
     assert found == registered
 
 
-def test_paths_lists_are_the_registry_families() -> None:
+def test_the_rules_lists_are_the_registry_families() -> None:
     from lmcpipe import paths
 
-    assert registry.names(registry.PAPER_A) == paths.FIGURES
-    assert registry.names(registry.SWEEP) == paths.SWEEP_FIGURES
-    assert registry.analysis_tables() == paths.ANALYSIS_FIGURES
-    assert set(paths.FIGURES) | set(paths.SWEEP_FIGURES) | set(paths.ANALYSIS_FIGURES) == set(
-        registry.FIGURES)
+    assert registry.names(registry.PAPER_A) == registry.PAPER_A_FIGURES
+    assert registry.names(registry.SWEEP) == registry.SWEEP_FIGURES
+    assert registry.analysis_tables() == registry.ANALYSIS_FIGURES
+    assert (set(registry.PAPER_A_FIGURES) | set(registry.SWEEP_FIGURES)
+            | set(registry.ANALYSIS_FIGURES)) == set(registry.FIGURES)
     # the first table of an analysis figure is one an analysis switch produces
-    assert {t[0] for t in paths.ANALYSIS_FIGURES.values()} <= set(paths.ANALYSIS_TABLES)
+    assert {t[0] for t in registry.ANALYSIS_FIGURES.values()} <= set(paths.ANALYSIS_TABLES)
 
 
 def test_registry_and_paths_import_without_matplotlib() -> None:

@@ -15,6 +15,7 @@ import yaml
 
 from lmcpipe import paths
 from lmcpipe.data.testing import write_cifar, write_imagefolder
+from lmcpipe.figures.registry import PAPER_A_FIGURES
 from tests.test_workflow import job_counts, snakemake
 
 pytestmark = pytest.mark.slow
@@ -69,7 +70,7 @@ def workdir(tmp_path_factory):
 def test_every_paper_a_figure_of_every_network_is_built(workdir):
     wd, _ = workdir
     for exp in EXPERIMENTS:
-        for name in paths.FIGURES:
+        for name in PAPER_A_FIGURES:
             pdf = wd / paths.figure(exp, name)
             assert pdf.read_bytes()[:4] == b"%PDF", pdf
 

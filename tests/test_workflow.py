@@ -17,6 +17,7 @@ import yaml
 
 from lmcpipe import paths, plan
 from lmcpipe.config import validate
+from lmcpipe.figures.registry import PAPER_A_FIGURES
 from tests.helpers import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def config_of(workdir: Path) -> dict:
 
 
 def test_full_run_produces_figures_and_tidy_tables(workdir):
-    for name in paths.FIGURES:
+    for name in PAPER_A_FIGURES:
         pdf = workdir / paths.figure("tiny", name)
         assert pdf.read_bytes()[:4] == b"%PDF", name
     exp = validate(config_of(workdir))["tiny"]

@@ -2,7 +2,8 @@
 
 Snakemake's "code" rerun trigger sees only a rule's shell text. Passing this hash as a rule
 parameter makes an edit of, say, ``train.py`` rerun the training jobs (and, through file times,
-everything downstream) while an edit of ``figures.py`` reruns only figures.
+everything downstream) while an edit of ``figures/paper_a.py`` reruns only figures. The rules
+hash the stage module they call (``lmcpipe.stages.<stage>``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def closure(module: str) -> list[Path]:
             continue
         files.add(path)
         if path.name == "__init__.py" and name != "lmcpipe":
-            files |= set(path.parent.glob("*.py"))
+            # a package may load its modules by name on first use (lmcpipe.data and
+            # lmcpipe.models do, PEP 562), which no import statement shows: count them all,
+            # and what they import
+            todo.extend(f"{name}.{p.stem}" for p in path.parent.glob("*.py")
+                        if p.stem != "__init__")
         todo.extend(_imports(path))
     return sorted(files)
 

@@ -14,8 +14,6 @@ Two aliases avoid training the same thing twice:
 
 from __future__ import annotations
 
-import lmcpipe.figures.registry as figure_registry  # stdlib only: no matplotlib at parse time
-
 RESULTS = "results"
 VARIANTS = ("imp", "randprune", "reinit", "restart")
 
@@ -69,17 +67,13 @@ ROUND_TABLES = ("angles", "thresholds", "histograms", "small_weights")
 ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
                    **{t: "rounds" for t in ROUND_TABLES},
                    "perturb": "perturb_scales", "oneshot": "oneshot_steps"}
-# papers B/C figure -> the tables it reads (the first one required, the others if switched on)
-ANALYSIS_FIGURES = figure_registry.analysis_tables()
-# paper B sweeps (one experiment per combination): tables and figures under the sweep's name
+# paper B sweeps (one experiment per combination): tables and figures under the sweep's name;
 # sweep table -> the members' experiment table it gathers
 SWEEP_SOURCES = {"sweep_runs": "runs", "sweep_instability": "instability"}
 SWEEP_TABLES = tuple(SWEEP_SOURCES)
-SWEEP_FIGURES = figure_registry.names(figure_registry.SWEEP)
 SWEEP_TABLES_DIR = TABLES_ROOT + "/{sweep}"
 SWEEP_TABLE = SWEEP_TABLES_DIR + "/{table}.csv"
 SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
-FIGURES = figure_registry.names(figure_registry.PAPER_A)
 
 
 class _Keep(dict):

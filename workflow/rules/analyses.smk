@@ -178,4 +178,4 @@ use rule figure as figure_analysis with:
     input:
         figure_tables,
     wildcard_constraints:
-        figure="|".join(paths.ANALYSIS_FIGURES),
+        figure="|".join(ANALYSIS_FIGURES),

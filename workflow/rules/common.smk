@@ -12,6 +12,7 @@ from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate_with_sweeps
 from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
                           network_answers)
+from lmcpipe.figures.registry import ANALYSIS_FIGURES, PAPER_A_FIGURES, SWEEP_FIGURES
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
@@ -311,9 +312,9 @@ def all_targets(names):
     for n in names:
         if n in SWEEPS:
             out += all_targets(list(SWEEPS[n]))
-            out += [paths.SWEEP_FIGURE.format(figure=f, sweep=n) for f in paths.SWEEP_FIGURES]
+            out += [paths.SWEEP_FIGURE.format(figure=f, sweep=n) for f in SWEEP_FIGURES]
             continue
-        out += [paths.figure(n, f) for f in paths.FIGURES]
+        out += [paths.figure(n, f) for f in PAPER_A_FIGURES]
         out += [paths.figure(n, f) for f in enabled_analyses(EXPERIMENTS[n])]
     return out
 
@@ -344,13 +345,13 @@ def enabled_tables(exp):
 def enabled_analyses(exp):
     """Papers B/C figures of the experiment: those whose first (required) table is on."""
     on = enabled_tables(exp)
-    return [f for f, tables in paths.ANALYSIS_FIGURES.items() if tables[0] in on]
+    return [f for f, tables in ANALYSIS_FIGURES.items() if tables[0] in on]
 
 
 def figure_tables(wildcards):
     """The tables a papers B/C figure reads: its own, and optional ones that are switched on."""
     exp = exp_of(wildcards)
-    first, *optional = paths.ANALYSIS_FIGURES[wildcards.figure]
+    first, *optional = ANALYSIS_FIGURES[wildcards.figure]
     on = enabled_tables(exp)
     return [paths.table(exp.name, t) for t in [first, *[t for t in optional if t in on]]]
 

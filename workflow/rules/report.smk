@@ -33,7 +33,7 @@ rule figure:
     output:
         paths.FIGURE,
     wildcard_constraints:
-        figure="|".join(paths.FIGURES),
+        figure="|".join(PAPER_A_FIGURES),
     params:
         tables=lambda w: paths.tables_dir(w.exp),
         threshold=lambda w: exp_of(w).interp.threshold,

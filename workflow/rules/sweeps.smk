@@ -35,7 +35,7 @@ use rule figure as sweep_figure with:
     output:
         paths.SWEEP_FIGURE,
     wildcard_constraints:
-        figure="|".join(paths.SWEEP_FIGURES),
+        figure="|".join(SWEEP_FIGURES),
     params:
         tables=lambda w: paths.sweep_tables_dir(w.sweep),
         threshold=lambda w: EXPERIMENTS[next(iter(SWEEPS[w.sweep]))].interp.threshold,

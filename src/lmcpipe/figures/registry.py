@@ -1,7 +1,7 @@
 """The one list of lmcpipe's figures: name -> family, the function drawing it, tables it reads.
 
-``lmcpipe.paths`` derives its figure lists from here, and the Snakemake rules read those at parse
-time, so this module imports nothing but the standard library: a function is named by a
+The Snakemake rules (targets, figure rules) and ``lmcpipe figure`` read it at parse time, so this
+module imports nothing but the standard library: a function is named by a
 ``"module:function"`` string and imported only when a figure is drawn (``Spec.function``).
 Adding a figure is one line here plus its ``plot_*`` function.
 
@@ -60,7 +60,7 @@ def _sweep(draw: str) -> Spec:
     return Spec(SWEEP, draw)
 
 
-# Order matters: rules and tests iterate these lists, and paths keeps the order it had.
+# Order matters: rules and tests iterate these lists.
 FIGURES: dict[str, Spec] = {
     # paper A (Frankle et al. 2020)
     "interp_k0": _a("paper_a:plot_interp_k0"),  # Fig 2
@@ -99,3 +99,9 @@ def analysis_tables() -> dict[str, tuple[str, ...]]:
     """Papers B/C figure -> the tables it reads (the first required, the others if present)."""
     return {n: s.tables for n, s in FIGURES.items() if s.family == ANALYSIS}
 
+
+
+# The figure lists the rules and tests read (``lmcpipe.paths`` spells the figures' file names).
+PAPER_A_FIGURES = names(PAPER_A)
+ANALYSIS_FIGURES = analysis_tables()
+SWEEP_FIGURES = names(SWEEP)
