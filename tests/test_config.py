@@ -159,13 +159,22 @@ def test_check_config_exit_status(shipped, tmp_path):
 
 # --- code versions -----------------------------------------------------------------------------
 def test_train_closure():
-    names = {p.relative_to(codever.PACKAGE).as_posix() for p in codever.closure("train")}
-    assert {"train.py", "data/__init__.py", "masks.py", "atomic.py", "seeds.py", "evaluate.py",
-            "hparams.py", "models/__init__.py", "models/base.py", "models/lenet.py"} <= names
-    assert not names & {"figures/__init__.py", "aggregate.py", "cli.py", "interpolate.py",
-                        "config.py"}
-    figures = {p.name for p in codever.closure("figures")}
+    """What the rules hash for `lmcpipe train` (stages.train): the training stack, not the tables,
+    figures or CLI; the figure stage's hash holds every figure module and what they import."""
+    names = {p.relative_to(codever.PACKAGE).as_posix() for p in codever.closure("stages.train")}
+    assert {"stages/train.py", "train.py", "devices.py", "data/__init__.py", "data/idx.py",
+            "masks.py", "atomic.py", "seeds.py", "evaluate.py", "hparams.py",
+            "models/__init__.py", "models/registry.py", "models/base.py",
+            "models/lenet.py"} <= names
+    assert not names & {"figures/__init__.py", "figures/registry.py", "aggregate.py", "cli.py",
+                        "interpolate.py", "config.py", "summary.py"}
+    figures = {p.relative_to(codever.PACKAGE).as_posix()
+               for p in codever.closure("stages.figure")}
+    assert {"figures/paper_a.py", "figures/sweep.py", "figures/style.py",
+            "summary.py"} <= figures  # summary.py: imported by a figure module, not the stage
     assert "train.py" not in figures
+    prune = {p.name for p in codever.closure("stages.prune")}
+    assert not prune & {"train.py", "cohort.py", "optim.py"}  # mask jobs: no training stack
 
 
 def test_version_follows_the_closure(tmp_path):
@@ -179,10 +188,11 @@ def test_version_follows_the_closure(tmp_path):
 
     def versions():
         copy_mod.version.cache_clear()
-        return copy_mod.version("train"), copy_mod.version("figures")
+        return copy_mod.version("stages.train"), copy_mod.version("stages.figure")
 
     train0, figures0 = versions()
-    assert (train0, figures0) == (codever.version("train"), codever.version("figures"))
+    assert (train0, figures0) == (codever.version("stages.train"),
+                                  codever.version("stages.figure"))
     with open(package / "figures" / "paper_a.py", "a") as f:
         f.write("\n# edited\n")
     train1, figures1 = versions()

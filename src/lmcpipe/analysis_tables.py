@@ -73,7 +73,7 @@ def final_errors(metrics_file: str) -> dict[str, float]:
 def _probe_rows(exp: Experiment, kind: str):
     """(probe, barrier row, probe error, reference error, dense error, split) per probe/split."""
     for p in plan.probes(exp, kind):
-        path = pd.read_csv(f"{p.dir(exp)}/path.csv")
+        path = pd.read_csv(f"{p.dir(exp)}/{paths.PATH_FILE}")
         ends = path.sort_values("alpha").groupby("split")["error"]
         err_probe, err_ref = ends.last(), ends.first()  # alpha 1 = the probe run
         dense = final_errors(plan.chain_metrics(exp, p.seed, p.k, 0))
@@ -85,7 +85,7 @@ def perturb_table(exp: Experiment) -> pd.DataFrame:
     """Paper C §3.2: barrier between the perturbed and the unperturbed level-(L+1) solutions."""
     tol, rows = exp.analyses.matching_tolerance, []
     for p, b, err, ref, dense in _probe_rows(exp, "perturb"):
-        start = atomic.load_torch(f"{p.dir(exp)}/start.pt")
+        start = atomic.load_torch(f"{p.dir(exp)}/{paths.START}")
         rows.append({
             "experiment": exp.name, "seed": p.seed, "rewind_step": p.k, "level": p.level,
             "density": _densities(exp, p.seed, p.k)[p.level + 1], "scale": p.scale,
@@ -102,7 +102,7 @@ def oneshot_table(exp: Experiment) -> pd.DataFrame:
     ``instability.threshold``); ``imp_error`` is the chain's level L+j error where it exists."""
     tol, thr, rows = exp.analyses.matching_tolerance, exp.interp.threshold, []
     for p, b, err, source, dense in _probe_rows(exp, "oneshot"):
-        mask = atomic.load_torch(f"{p.dir(exp)}/mask.pt")
+        mask = atomic.load_torch(f"{p.dir(exp)}/{paths.MASK_FILE}")
         deeper = p.level + p.steps
         imp = (final_errors(plan.chain_metrics(exp, p.seed, p.k, deeper))[b.split]
                if deeper <= exp.prune.levels else float("nan"))

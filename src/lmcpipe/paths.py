@@ -28,11 +28,13 @@ FORK = LEVEL + "/d{order}c{cp}"
 PATH = LEVEL + "/d{order}/path.csv"
 TABLES_ROOT = RESULTS + "/tables"
 TABLES_DIR = TABLES_ROOT + "/{exp}"  # an experiment's tables, the directory figure jobs read
-TABLE = TABLES_DIR + "/{table}.csv"
+TABLE_FILE = "{table}.csv"  # a tidy table, in its tables directory
+TABLE = TABLES_DIR + "/" + TABLE_FILE
 # papers B and C: analyses of one IMP chain (init seed x rewind step k)
 CHAIN = RESULTS + "/{exp}/s{seed}/k{k}/chain"
 SUCCESSIVE = CHAIN + "/successive_L{level}.csv"  # path between levels L and L + 1
 ROUNDS = CHAIN + "/rounds"  # directory of the chain's angles/thresholds/... tables
+ROUND_TABLE = ROUNDS + "/" + TABLE_FILE
 CURVATURE = CHAIN + "/curvature_L{level}.csv"
 # paper C probes: extra runs from level L of a chain; arm = "c<scale>" (perturb) or
 # "<method><j>" (oneshot: j IMP steps' worth pruned at once by magnitude or at random)
@@ -72,7 +74,7 @@ ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
 SWEEP_SOURCES = {"sweep_runs": "runs", "sweep_instability": "instability"}
 SWEEP_TABLES = tuple(SWEEP_SOURCES)
 SWEEP_TABLES_DIR = TABLES_ROOT + "/{sweep}"
-SWEEP_TABLE = SWEEP_TABLES_DIR + "/{table}.csv"
+SWEEP_TABLE = SWEEP_TABLES_DIR + "/" + TABLE_FILE
 SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
 
 
@@ -142,6 +144,11 @@ def path(exp: str, seed: int, k: int, variant: str, lvl: int, order: int) -> str
     return PATH.format(exp=exp, seed=seed, k=k, variant=variant, level=lvl, order=order)
 
 
+def table_file(name: str) -> str:
+    """File name of the table ``name`` inside a tables directory (``runs`` -> ``runs.csv``)."""
+    return TABLE_FILE.format(table=name)
+
+
 def tables_dir(exp: str) -> str:
     return TABLES_DIR.format(exp=exp)
 
@@ -171,7 +178,7 @@ def rounds_dir(exp: str, seed: int, k: int) -> str:
 
 
 def rounds_table(exp: str, seed: int, k: int, name: str) -> str:
-    return rounds_dir(exp, seed, k) + f"/{name}.csv"
+    return ROUND_TABLE.format(exp=exp, seed=seed, k=k, table=name)
 
 
 def curvature(exp: str, seed: int, k: int, lvl: int) -> str:

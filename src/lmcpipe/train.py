@@ -286,15 +286,6 @@ def load_model(hp: TrainHParams, path: str) -> tuple[PrunableModel, int]:
     return model, record["step"]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"lmcpipe: --device {name}: torch sees no CUDA device (the experiment's "
-                         "resources.require_gpu is set; unset it to fall back to the CPU)")
-    return torch.device(name)
-
-
 def _file_digest(path: str | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
 

@@ -38,7 +38,7 @@ rule rounds:
     input:
         unpack(rounds_inputs),
     output:
-        [f"{paths.ROUNDS}/{t}.csv" for t in paths.ROUND_TABLES],
+        [paths.fill(paths.ROUND_TABLE, table=t) for t in paths.ROUND_TABLES],
     params:
         fraction=lambda w: exp_of(w).prune.fraction,
         counting=lambda w: exp_of(w).prune.counting,

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 
+from lmcpipe import paths
 from lmcpipe.figures import chains, style
 
 KEY = chains.KEY
@@ -178,7 +179,7 @@ def plot_max_prune(tables_dir: Path, threshold: float) -> Figure:
     style.require_rows(p, path, "rows of split test")
     p = p.assign(pct=chains.pct(p, "density_source"))
     colors = chains.k_colors(p)
-    curv_path = Path(tables_dir) / "curvature.csv"
+    curv_path = Path(tables_dir) / paths.table_file("curvature")
     curv = None
     if curv_path.exists():
         curv, curv_path = style.read_table(tables_dir, "curvature", [*KEY, "top_eigenvalue"])

@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from lmcpipe import paths
 from lmcpipe.figures import registry
 
 DENSITY_TEXT = {"all_weights": "all conv/linear weights", "prunable_weights": "prunable weights"}
@@ -23,7 +24,7 @@ def render(name: str, tables_dir: Path, threshold: float = 0.02) -> Figure:
     """Build figure ``name`` in the project's style, then say what it rests on (``annotate``)."""
     sns.set_theme(style="whitegrid", context="paper")
     fig = registry.FIGURES[name].function()(Path(tables_dir), threshold)
-    annotate(fig, Path(tables_dir) / "runs.csv")
+    annotate(fig, Path(tables_dir) / paths.table_file("runs"))
     return fig
 
 

@@ -12,8 +12,8 @@ import argparse
 import torch
 
 from lmcpipe import cohort, data
+from lmcpipe.devices import pick_device
 from lmcpipe.hparams import TrainHParams, from_json
-from lmcpipe.train import pick_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

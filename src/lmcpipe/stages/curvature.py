@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from lmcpipe import atomic, curvature, data, masks, models
+from lmcpipe.devices import pick_device
 from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
-from lmcpipe.train import pick_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import json
 import torch
 
 from lmcpipe import interpolate
+from lmcpipe.devices import pick_device
 from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
-from lmcpipe.train import pick_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

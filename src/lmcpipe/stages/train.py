@@ -14,9 +14,10 @@ import os
 import torch
 
 from lmcpipe import atomic, data, masks, paths
+from lmcpipe.devices import pick_device
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams, from_json
-from lmcpipe.train import model_record, pick_device, run_fingerprint, start_model, train
+from lmcpipe.train import model_record, run_fingerprint, start_model, train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
