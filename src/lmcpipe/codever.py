@@ -24,8 +24,12 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path) -> set[str]:
-    """lmcpipe modules imported by a file (absolute imports; ``from lmcpipe import x`` too)."""
+@cache
+def _imports(path: Path) -> frozenset[str]:
+    """lmcpipe modules imported by a file (absolute imports; ``from lmcpipe import x`` too).
+
+    Cached: Snakemake asks for the version of every stage at parse time, and the stages share
+    most of their files (parsing each file once per stage cost seconds per Snakemake start)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -33,7 +37,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lmcpipe"):
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
+    return frozenset(found)
 
 
 def closure(module: str) -> list[Path]:
