@@ -106,3 +106,17 @@ def test_what_the_rules_and_the_cli_import_at_parse_time_is_light(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout.strip()
     assert out == "[]", f"{module} imports {out}"
+
+
+def test_the_config_schema_ships_inside_the_package():
+    """An installed lmcpipe validates configs too: the schema is package data that
+    pyproject's glob matches, and workflow/schemas/ (the Snakemake convention) links to it."""
+    from lmcpipe import config
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    assert config.SCHEMA.is_file() and config.SCHEMA.parent == PACKAGE
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["lmcpipe"]
+    assert any(config.SCHEMA.match(g) for g in globs)
+    assert (REPO / "workflow" / "schemas" / "config.schema.yaml").resolve() == config.SCHEMA

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from lmcpipe.data.registry import DATASETS
 from lmcpipe.hparams import Experiment, experiment_from_config
 from lmcpipe.models import NAMES as MODELS
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# The schema ships inside the package (package data), so an installed lmcpipe validates configs
+# too; workflow/schemas/config.schema.yaml, where Snakemake workflows keep theirs, links to it.
+SCHEMA = Path(str(resources.files("lmcpipe") / "config.schema.yaml"))
 
 
 class ConfigError(ValueError):

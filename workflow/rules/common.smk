@@ -16,9 +16,7 @@ from lmcpipe.figures.registry import ANALYSIS_FIGURES, PAPER_A_FIGURES, SWEEP_FI
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
-    EXPERIMENTS, SWEEPS = validate_with_sweeps(
-        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
-    )
+    EXPERIMENTS, SWEEPS = validate_with_sweeps(config)  # lmcpipe's schema, with defaults
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
