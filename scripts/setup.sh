@@ -24,7 +24,7 @@ TORCH_SPEC="${TORCH_SPEC:-$default_torch}"
 
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-if ! .venv/bin/python -c "import torch, torchvision, lmcpipe, snakemake, seaborn, pytest, \
+if ! .venv/bin/python -c "import torch, torchvision, lmcpipe, snakemake, seaborn, pytest, xdist, \
 snakemake_executor_plugin_slurm" 2>/dev/null
 then
   # shellcheck disable=SC2086  # TORCH_SPEC is a list of requirements

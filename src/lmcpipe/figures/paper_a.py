@@ -51,6 +51,19 @@ def checked_dense_runs(runs: pd.DataFrame, path: Path) -> pd.DataFrame:
     return dense
 
 
+def runs_and_instability(tables_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``runs.csv`` and ``instability.csv`` with the columns the summary tables need, refusing
+    a table without runs or without the dense runs every accuracy is relative to."""
+    runs, path = style.read_table(tables_dir, "runs", [*ID, "seed", "order", "copy",
+                                                       "test_error"])
+    inst, _ = style.read_table(tables_dir, "instability", [*ID, "seed", "order", "split",
+                                                           "barrier"])
+    if runs.empty:
+        raise ValueError(f"no runs in {path}")
+    checked_dense_runs(runs, path)
+    return runs, inst
+
+
 def outside_legend(ax: plt.Axes, extra: list[style.Entry] | None = None) -> None:
     """Legend of the labelled curves of ``ax`` plus ``extra``, right of the axes."""
     style.legend(ax, [*style.labelled_entries(ax), *(extra or [])])

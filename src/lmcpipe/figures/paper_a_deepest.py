@@ -24,7 +24,14 @@ from matplotlib.figure import Figure
 
 from lmcpipe import summary
 from lmcpipe.figures import style
-from lmcpipe.figures.paper_a import ID, VARIANTS, checked_dense_runs, keyed_curve, outside_legend
+from lmcpipe.figures.paper_a import (
+    ID,
+    VARIANTS,
+    checked_dense_runs,
+    keyed_curve,
+    outside_legend,
+    runs_and_instability,
+)
 
 NO_BASELINE_PAIRS = "no random pruning / reinit pairs (prune.baseline_pairs: false)"
 
@@ -94,13 +101,7 @@ def table2_frame(tables_dir: Path, threshold: float = 0.02) -> pd.DataFrame:
     replicates; ``matching`` = mean accuracy >= dense mean - dense sd; ``stable`` = mean test
     barrier < ``threshold``), plus ``density_pct`` (% weights remaining).
     """
-    runs, path = style.read_table(tables_dir, "runs", [*ID, "seed", "order", "copy",
-                                                       "test_error"])
-    inst, _ = style.read_table(tables_dir, "instability", [*ID, "seed", "order", "split",
-                                                           "barrier"])
-    if runs.empty:
-        raise ValueError(f"no runs in {path}")
-    checked_dense_runs(runs, path)
+    runs, inst = runs_and_instability(tables_dir)
     return summary.table2(runs, inst, threshold)
 
 

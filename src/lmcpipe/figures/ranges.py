@@ -22,7 +22,7 @@ from matplotlib.transforms import blended_transform_factory, offset_copy
 
 from lmcpipe import summary
 from lmcpipe.figures import style
-from lmcpipe.figures.paper_a import COLORS, ID, checked_dense_runs
+from lmcpipe.figures.paper_a import COLORS, runs_and_instability
 
 RANGE_COLORS = {"I": "#cfe8cf", "II": "#fde4bd", "III": "#e6e6e6"}
 RANGE_LABELS = {"I": "I: random pruning also matching", "II": "II: only IMP matching",
@@ -53,13 +53,7 @@ def plot_sparsity_ranges(tables_dir: Path, threshold: float) -> Figure:
     medians: **I** random pruning is also matching at some k; **II** only IMP is matching at some
     k; **III** neither is. Levels whose range needs a variant that was not run stay unshaded.
     """
-    runs, rpath = style.read_table(tables_dir, "runs", [*ID, "seed", "order", "copy",
-                                                        "test_error"])
-    inst, _ = style.read_table(tables_dir, "instability", [*ID, "seed", "order", "split",
-                                                           "barrier"])
-    if runs.empty:
-        raise ValueError(f"no runs in {rpath}")
-    checked_dense_runs(runs, rpath)
+    runs, inst = runs_and_instability(tables_dir)
     tol = summary.MATCHING_TOLERANCE
     s = summary.sparsity_ranges(runs, inst, threshold, tol)
     fig, ax = plt.subplots(figsize=(style.WIDTH + 1.0, 3.8))
