@@ -5,6 +5,7 @@ A mask is a dict from parameter name to a bool tensor of the parameter's shape (
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import torch
@@ -21,6 +22,17 @@ def ones_like(weights: dict[str, torch.Tensor]) -> Mask:
 
 
 COUNTINGS = tuple(DENSITY_OF)
+
+
+def add_pruning_arguments(p: argparse.ArgumentParser, model: str, mask: str,
+                          fraction: str) -> None:
+    """The flags of every stage that prunes by magnitude from a level's weights (prune,
+    curvature, oneshot-mask): the same names, types and counting choices, with its own help."""
+    p.add_argument("--model", required=True, help=model)
+    p.add_argument("--mask", help=mask)
+    p.add_argument("--fraction", type=float, required=True, help=fraction)
+    p.add_argument("--counting", choices=COUNTINGS, default="open_lth",
+                   help="which weights the count and the density are over (prune.counting)")
 
 
 def frozen_count(record: dict, counting: str) -> int:

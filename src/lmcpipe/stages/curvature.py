@@ -20,11 +20,8 @@ from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
     p.add_argument("--analyses", required=True, help="AnalysisHParams as JSON")
-    p.add_argument("--model", required=True, help="the level's solution θ_L")
-    p.add_argument("--mask", help="m_L (omit at level 0)")
-    p.add_argument("--fraction", type=float, required=True, help="fraction pruned per level")
-    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
-                   help="which weights the count and the density are over (prune.counting)")
+    masks.add_pruning_arguments(p, model="the level's solution θ_L", mask="m_L (omit at level 0)",
+                                fraction="fraction pruned per level")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--level", type=int, required=True)

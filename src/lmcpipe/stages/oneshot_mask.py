@@ -13,11 +13,8 @@ from lmcpipe import atomic, masks, probes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="θ_L")
-    p.add_argument("--mask", help="m_L (omit at level 0)")
-    p.add_argument("--fraction", type=float, required=True, help="f, per IMP step")
-    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
-                   help="which weights the count and the density are over (prune.counting)")
+    masks.add_pruning_arguments(p, model="θ_L", mask="m_L (omit at level 0)",
+                                fraction="f, per IMP step")
     p.add_argument("--steps", type=int, nargs="+", required=True,
                    help="j: IMP steps pruned in one shot (one per --out)")
     p.add_argument("--method", choices=probes.METHODS, nargs="+", required=True,

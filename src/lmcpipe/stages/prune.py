@@ -14,11 +14,9 @@ from lmcpipe import atomic, masks
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="trained network whose magnitudes are pruned")
-    p.add_argument("--mask", help="previous level's mask (omit at level 1)")
-    p.add_argument("--fraction", type=float, required=True, help="fraction of remaining removed")
-    p.add_argument("--counting", choices=masks.COUNTINGS, default="open_lth",
-                   help="which weights the count and the density are over (prune.counting)")
+    masks.add_pruning_arguments(p, model="trained network whose magnitudes are pruned",
+                                mask="previous level's mask (omit at level 1)",
+                                fraction="fraction of remaining removed")
     p.add_argument("--level", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--random-out", help="also write the random-pruning mask here")
