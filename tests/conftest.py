@@ -23,3 +23,16 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dataset(data_root) -> data.Data:
     return data.load("fashion_mnist", data_root)
+
+
+# Files that build whole workflows or kill and resume jobs, costliest first (seconds on 2 cores).
+FIRST = ("test_analyses_workflow.py", "test_paper_a_smoke.py", "test_workflow.py",
+         "test_slurm.py", "test_cohort.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the costly files first. Under xdist (``-n 2 --dist loadfile``) a file runs whole on
+    one worker, in collection order: started last, a 5-minute file keeps one worker busy while
+    the other has run out of files; started first, the short files fill the other worker."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: files stay whole
