@@ -43,7 +43,7 @@ rule rounds:
         fraction=lambda w: exp_of(w).prune.fraction,
         counting=lambda w: exp_of(w).prune.counting,
         bins=lambda w: exp_of(w).analyses.histogram_bins,
-        out=lambda w: paths.ROUNDS.format(**w),
+        out=lambda w: paths.rounds_dir(w.exp, w.seed, w.k),
         code=code_of("rounds"),
     conda:
         ENV
