@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import shutil
 import subprocess
@@ -28,8 +29,9 @@ def shipped() -> dict:
 def test_shipped_config_validates_and_fills_defaults(shipped):
     experiments, sweeps = config.validate_with_sweeps(shipped)
     members = {m for s in sweeps.values() for m in s}
-    assert {"lenet", "demo", "resnet20", "resnet20_low", "resnet20_warmup", "vgg16", "vgg16_low",
-            "vgg16_warmup", "resnet50", "inceptionv3", "paperc_resnet20"} == (
+    assert {"lenet", "demo", "demo_unstable", "demo_probes", "resnet20", "resnet20_low",
+            "resnet20_warmup", "vgg16", "vgg16_low", "vgg16_warmup", "resnet50", "inceptionv3",
+            "paperc_resnet20"} == (
         set(experiments) - members)
     assert set(sweeps) == {"paperb_demo", "paperb_repel_demo", "paperb_resnet20",
                            "paperb_resnet20_repel"}
@@ -53,6 +55,17 @@ def test_shipped_config_validates_and_fills_defaults(shipped):
     assert lenet["prune"]["baseline_pairs"] is True
     assert lenet["instability"]["threshold"] == 0.02
     assert shipped["experiments"]["demo"]["prune"]["baseline_pairs"] is False
+    # the default target builds both regimes; the unstable one differs from the stable one in
+    # its learning rate only, and measures baselines' instability at k = 0 and a rewound k
+    assert shipped["all"] == ["demo", "demo_unstable"]
+    stable, unstable = experiments["demo"], experiments["demo_unstable"]
+    assert dataclasses.replace(unstable.train, lr=stable.train.lr) == stable.train
+    assert unstable.train.lr > stable.train.lr
+    assert unstable.prune.rewind_steps[0] == 0 and len(unstable.prune.rewind_steps) >= 2
+    assert set(unstable.prune.rewind_steps) <= set(unstable.fork_steps)
+    assert unstable.prune.baseline_pairs and set(unstable.prune.baselines) == {"randprune",
+                                                                              "reinit"}
+    assert unstable.analyses.successive
 
     e = experiments["lenet"]
     assert e.train.lr == 1.2e-3 and e.train.steps == 24000 and e.train.data_root == "data"
@@ -138,7 +151,8 @@ def test_check_config_cli(shipped, tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text(SHIPPED.read_text())
     assert cli.main(["check-config", str(good)]) == 0
-    assert capsys.readouterr().out.strip().startswith(f"{good}: ok (lenet, demo, resnet20")
+    assert capsys.readouterr().out.strip().startswith(
+        f"{good}: ok (lenet, demo, demo_unstable, demo_probes, resnet20")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(edited(shipped, "experiments.lenet.prune.fraction", 1.0)))
