@@ -233,3 +233,23 @@ experiments:
     experiments = validate(yaml.safe_load(text))
     assert experiments["a"].train.steps == 1200 and experiments["a"].train.milestones == (600,)
     assert experiments["b"].train.steps == 1000 and experiments["b"].train.milestones == (500,)
+
+
+def test_baseline_levels_choose_where_baselines_train():
+    from lmcpipe import plan
+
+    cfg = {"all": ["x"], "experiments": {"x": {
+        "model": "lenet_300_100", "dataset": "mnist",
+        "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 8, "steps": 10},
+        "prune": {"levels": 3, "baseline_levels": [3]},
+        "replicates": {"inits": [0], "orders": [0, 1]}}}}
+    exp = validate(copy.deepcopy(cfg))["x"]
+    assert [exp.prune.has_baselines(n) for n in (1, 2, 3)] == [False, False, True]
+    assert plan.kind_levels(exp, "imp_level") == [1, 2] and plan.kind_levels(exp, "level") == [3]
+    assert {r.level for r in plan.runs(exp) if r.variant != "imp"} == {3}
+    assert "imp_level" in plan.cohort_kinds(exp)
+    assert {kind for _, _, level, kind in plan.cohorts(exp) if level} == {"imp_level", "level"}
+    everywhere = validate(edited(cfg, "experiments.x.prune.baseline_levels", []))["x"]
+    assert plan.cohort_kinds(everywhere) == ["dense", "level"]
+    with pytest.raises(ConfigError, match=r"prune\.baseline_levels: level 4 is beyond"):
+        validate(edited(cfg, "experiments.x.prune.baseline_levels", [3, 4]))

@@ -165,6 +165,10 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
                 raise ConfigError(f"config key {where}.{key}: {late[0]} is beyond "
                                   f"train.steps = {steps}")
         levels = exp["prune"]["levels"]
+        late = [lvl for lvl in exp["prune"]["baseline_levels"] if lvl > levels]
+        if late:
+            raise ConfigError(f"config key {where}.prune.baseline_levels: level {late[0]} is "
+                              f"beyond prune.levels = {levels}")
         for key in ("perturb_levels", "oneshot_levels"):
             late = [lvl for lvl in exp["analyses"][key] if lvl >= levels]
             if late:

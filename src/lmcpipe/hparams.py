@@ -70,6 +70,12 @@ class PruneHParams:
     rewind_steps: tuple[int, ...] = (0,)
     baselines: tuple[str, ...] = ("randprune", "reinit")
     baseline_pairs: bool = True
+    baseline_levels: tuple[int, ...] = ()
+
+    def has_baselines(self, level: int) -> bool:
+        """Whether level ``level`` trains the baselines: every level when ``baseline_levels`` is
+        empty, else the levels it names (paper A's Figs 6/7 and Table 2 need only the deepest)."""
+        return bool(self.baselines) and (not self.baseline_levels or level in self.baseline_levels)
 
 
 @dataclass(frozen=True)

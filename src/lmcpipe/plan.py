@@ -54,7 +54,7 @@ def pairs(exp: Experiment) -> list[Pair]:
         for k in exp.prune.rewind_steps:
             for n in range(1, exp.prune.levels + 1):
                 out |= {Pair(s, k, "imp", n, d) for d in exp.orders}
-                if exp.prune.baseline_pairs:
+                if exp.prune.baseline_pairs and exp.prune.has_baselines(n):
                     out |= {Pair(s, k, v, n, d) for v in exp.prune.baselines for d in exp.orders}
     return sorted(out)
 
@@ -66,7 +66,9 @@ def runs(exp: Experiment) -> list[Run]:
         for s in exp.inits:
             for k in exp.prune.rewind_steps:
                 for n in range(1, exp.prune.levels + 1):
-                    out |= {Run(s, k, v, n, d, 1) for v in exp.prune.baselines for d in exp.orders}
+                    if exp.prune.has_baselines(n):
+                        out |= {Run(s, k, v, n, d, 1) for v in exp.prune.baselines
+                                for d in exp.orders}
     return sorted(out)
 
 
@@ -74,10 +76,12 @@ def runs(exp: Experiment) -> list[Run]:
 # A cohort is the runs of one (init seed, k, level) that follow the same schedule: "dense" is
 # level 0 at k = 0 (the dense run and the pairs forked at 0), "fork" level 0 at k > 0, "level" a
 # pruning level n >= 1 (IMP copies of every order, the chain's retrain run among them, and the
-# baselines), "restart" the Fig 4 control at k > 0. Which runs a cohort holds depends only on the
+# baselines), "imp_level" a pruning level without baselines (``prune.baseline_levels``),
+# "restart" the Fig 4 control at k > 0. Which runs a cohort holds depends only on the
 # experiment and the kind, so each (experiment, kind) is one Snakemake rule whose outputs are
 # patterns in {seed}, {k} and {level}.
-COHORT_KINDS = ("dense", "fork", "level", "restart")
+COHORT_KINDS = ("dense", "fork", "level", "imp_level", "restart")
+LEVEL_KINDS = ("level", "imp_level")
 
 
 def _pair_steps(exp: Experiment) -> set[int]:
@@ -94,6 +98,8 @@ def cohort_shape(exp: Experiment, kind: str) -> list[tuple[str, int, int]]:
         return [("imp", d, c) for d, c in both]
     if kind == "restart":
         return [("restart", d, c) for d, c in both]
+    if kind == "imp_level":
+        return [("imp", d, c) for d, c in both]
     if kind == "level":
         base = both if exp.prune.baseline_pairs else [(d, 1) for d in exp.orders]
         return [("imp", d, c) for d, c in both] + [
@@ -111,16 +117,25 @@ def cohort_kinds(exp: Experiment) -> list[str]:
     """The kinds of cohort an experiment has."""
     kinds = ["dense"]
     kinds += ["fork"] if _pair_steps(exp) - {0} else []
-    kinds += ["level"] if exp.prune.levels else []
+    kinds += [kind for kind in LEVEL_KINDS if kind_levels(exp, kind)]
     kinds += ["restart"] if exp.control and set(exp.fork_steps) - {0} else []
     return kinds
 
 
-def cohort_kind(variant: str, k: int, level: int) -> str:
+def kind_levels(exp: Experiment, kind: str) -> list[int]:
+    """The pruning levels whose cohorts are of a level kind: "level" where the baselines train
+    (every level without baselines at all), "imp_level" at the others."""
+    levels = range(1, exp.prune.levels + 1)
+    plain = [n for n in levels if exp.prune.baselines and not exp.prune.has_baselines(n)]
+    return plain if kind == "imp_level" else [n for n in levels if n not in plain]
+
+
+def cohort_kind(exp: Experiment, variant: str, k: int, level: int) -> str:
+    """The kind of the cohort a run of this variant, k and level trains in."""
     if variant == "restart":
         return "restart"
     if level:
-        return "level"
+        return "level" if level in kind_levels(exp, "level") else "imp_level"
     return "dense" if k == 0 else "fork"
 
 
@@ -137,7 +152,7 @@ def cohorts(exp: Experiment) -> list[tuple[int, int, int, str]]:
         out += [(s, k, 0, "fork") for k in sorted(_pair_steps(exp) - {0})]
         if "restart" in cohort_kinds(exp):
             out += [(s, k, 0, "restart") for k in sorted(set(exp.fork_steps) - {0})]
-        out += [(s, k, n, "level") for k in exp.prune.rewind_steps
+        out += [(s, k, n, cohort_kind(exp, "imp", k, n)) for k in exp.prune.rewind_steps
                 for n in range(1, exp.prune.levels + 1)]
     return out
 

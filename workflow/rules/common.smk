@@ -117,9 +117,17 @@ def mask_args(wildcards, input):
 
 # --- cohorts (lmcpipe.plan): rules per (experiment, kind), in train.smk and interpolate.smk ---
 COHORT_K = {"dense": "0", "fork": r"[1-9]\d*", "restart": r"[1-9]\d*", "level": r"\d+",
-            **{probe: r"\d+" for probe in paths.PROBES}}
-COHORT_LEVEL = {"dense": "0", "fork": "0", "restart": "0", "level": r"[1-9]\d*",
+            "imp_level": r"\d+", **{probe: r"\d+" for probe in paths.PROBES}}
+COHORT_LEVEL = {"dense": "0", "fork": "0", "restart": "0",
                 **{probe: r"\d+" for probe in paths.PROBES}}
+
+
+def cohort_level_constraint(exp, kind):
+    """Wildcard constraint on {level} of a cohort kind: the pruning levels of that kind (with
+    and without baselines, plan.kind_levels), so the two never claim the same IMP files."""
+    if kind in plan.LEVEL_KINDS:
+        return "|".join(str(n) for n in plan.kind_levels(exp, kind))
+    return COHORT_LEVEL[kind]
 
 
 def cohort_rule_kinds(exp):
@@ -135,7 +143,7 @@ def cohort_group(kind):
 
 def _cohort_where(kind):
     """k and level as they appear in a cohort kind's patterns."""
-    return ("{k}" if kind != "dense" else 0), ("{level}" if kind == "level" else 0)
+    return ("{k}" if kind != "dense" else 0), ("{level}" if kind in plan.LEVEL_KINDS else 0)
 
 
 def cohort_outputs(exp, kind):

@@ -65,7 +65,7 @@ for _exp in EXPERIMENTS.values():
             wildcard_constraints:
                 exp=_exp.name,
                 k=COHORT_K[_kind],
-                level=COHORT_LEVEL[_kind],
+                level=cohort_level_constraint(_exp, _kind),
             params:
                 hp=train_hparams,
                 members=cohort_members(_kind),
