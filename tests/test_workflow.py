@@ -319,3 +319,36 @@ def test_damaged_checkpoint_is_named_and_rebuilt_once_deleted(workdir, tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert set(job_counts(rebuilt.stderr + rebuilt.stdout)) == {"cohort_dense_tiny", "prune"}
     assert atomic.load_torch(copy / model)["state_dict"]
+
+
+def test_baselines_at_the_deepest_level_only(workdir, tmp_path):
+    """``prune.baseline_levels: [2]``: level 1 becomes an IMP-only cohort (its own rule), level 2
+    keeps both baselines, and the tables hold baselines at level 2 alone. Run for real on a copy
+    of the finished workflow, so the module's other tests keep theirs."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)
+    config = with_changes(config_of(copy), prune__baseline_levels=[2])
+    counts = job_counts(snakemake(copy, config, "-n").stdout)
+    assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1, counts
+    assert not {"init", "rewind", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
+    done = snakemake(copy, config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = pd.read_csv(copy / paths.table("tiny", "runs"))
+    baselines = runs[runs["variant"] != "imp"]
+    assert set(baselines["level"]) == {2} and set(baselines["variant"]) == {"randprune", "reinit"}
+    assert len(runs) == len(plan.runs(validate(config)["tiny"]))
+    table2 = pd.read_csv(copy / paths.table("tiny", "table2"))
+    assert {"randprune", "reinit"} <= set(table2["variant"])
+
+
+def test_an_unpruned_experiment_targets_no_pruned_figures(workdir, tmp_path):
+    """``prune.levels: 0`` builds the dense figures (Figs 2-4) only: an IMP figure of an
+    experiment that prunes nothing would be an empty panel."""
+    from lmcpipe.figures.registry import PRUNED_FIGURES
+
+    config = with_changes(config_of(workdir), prune__levels=0)
+    out = snakemake(tmp_path, config, "-n").stdout
+    assert job_counts(out)["figure"] == len(PAPER_A_FIGURES) - len(PRUNED_FIGURES)
+    assert "imp_tiny.pdf" not in out and "instability_tiny.pdf" in out

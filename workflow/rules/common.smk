@@ -12,7 +12,8 @@ from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate_with_sweeps
 from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
                           network_answers)
-from lmcpipe.figures.registry import ANALYSIS_FIGURES, PAPER_A_FIGURES, SWEEP_FIGURES
+from lmcpipe.figures.registry import (ANALYSIS_FIGURES, PAPER_A_FIGURES, PRUNED_FIGURES,
+                                     SWEEP_FIGURES)
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
@@ -312,15 +313,17 @@ def experiment_inputs(exp):
 
 
 def all_targets(names):
-    """Paper-A figures of each experiment and the papers B/C figures it switches on; for a
-    sweep, those of every member and the sweep's own figures."""
+    """Paper-A figures of each experiment (those of pruned subnetworks only when it prunes)
+    and the papers B/C figures it switches on; for a sweep, those of every member and the
+    sweep's own figures."""
     out = []
     for n in names:
         if n in SWEEPS:
             out += all_targets(list(SWEEPS[n]))
             out += [paths.SWEEP_FIGURE.format(figure=f, sweep=n) for f in SWEEP_FIGURES]
             continue
-        out += [paths.figure(n, f) for f in PAPER_A_FIGURES]
+        pruned = EXPERIMENTS[n].prune.levels > 0
+        out += [paths.figure(n, f) for f in PAPER_A_FIGURES if pruned or f not in PRUNED_FIGURES]
         out += [paths.figure(n, f) for f in enabled_analyses(EXPERIMENTS[n])]
     return out
 

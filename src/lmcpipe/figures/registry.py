@@ -37,6 +37,7 @@ class Spec:
     family: str
     draw: str
     tables: tuple[str, ...] = ()
+    pruned: bool = False  # about pruned subnetworks: not a target of an unpruned experiment
 
     @property
     def module(self) -> str:
@@ -48,8 +49,8 @@ class Spec:
         return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), name)
 
 
-def _a(draw: str) -> Spec:
-    return Spec(PAPER_A, draw)
+def _a(draw: str, pruned: bool = True) -> Spec:
+    return Spec(PAPER_A, draw, pruned=pruned)
 
 
 def _bc(draw: str, *tables: str) -> Spec:
@@ -63,11 +64,11 @@ def _sweep(draw: str) -> Spec:
 # Order matters: rules and tests iterate these lists.
 FIGURES: dict[str, Spec] = {
     # paper A (Frankle et al. 2020)
-    "interp_k0": _a("paper_a:plot_interp_k0"),  # Fig 2
-    "instability": _a("paper_a:plot_instability"),  # Fig 3
+    "interp_k0": _a("paper_a:plot_interp_k0", pruned=False),  # Fig 2
+    "instability": _a("paper_a:plot_instability", pruned=False),  # Fig 3
     "imp": _a("paper_a:plot_imp"),
     "imp_instability": _a("paper_a:plot_imp_instability"),
-    "control": _a("paper_a:plot_control"),  # Fig 4
+    "control": _a("paper_a:plot_control", pruned=False),  # Fig 4
     "interp_imp": _a("paper_a_deepest:plot_interp_imp"),  # Fig 5
     "table2": _a("paper_a_deepest:plot_table2"),  # Table 2
     "rewind_instability": _a("paper_a_deepest:plot_rewind_instability"),  # Fig 6
@@ -105,3 +106,4 @@ def analysis_tables() -> dict[str, tuple[str, ...]]:
 PAPER_A_FIGURES = names(PAPER_A)
 ANALYSIS_FIGURES = analysis_tables()
 SWEEP_FIGURES = names(SWEEP)
+PRUNED_FIGURES = tuple(n for n, s in FIGURES.items() if s.pruned)
