@@ -129,9 +129,13 @@ def test_instability_two_keys(two_keys: Path) -> None:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["128", "512", "2048"]
         assert ax.get_xlabel() == "batch size"
         labels = _legend_texts(fig)
-        assert {"round 1 (80.0% weights)", "round 3 (51.2% weights)",
+        assert {"round 0 (dense)", "round 1 (80.0% weights)", "round 3 (51.2% weights)",
                 "round 6 (26.2% weights)", "no warmup", "warmup 100 it",
                 "threshold (2%)"} <= labels
+        # the dense round is drawn (grey) beside the pruned ones, one line per warmup
+        grey = [ln for ln in ax.get_lines() if ln.get_color() == "0.45" and
+                len(ln.get_xdata()) == 3]
+        assert len(grey) == 2
         styles = {ln.get_linestyle() for ln in ax.get_lines() if len(ln.get_xdata()) == 3}
         assert styles == {"-", ":"}  # one per warmup
     finally:

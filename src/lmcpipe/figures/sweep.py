@@ -171,6 +171,8 @@ def plot_sweep_accuracy(tables_dir: Path, threshold: float) -> Figure:
 
 # --- instability --------------------------------------------------------------------------------
 def _round_label(level: int, pct: float) -> str:
+    if level == 0:
+        return "round 0 (dense)"
     shown = f"{pct:.1f}" if pct >= 1 else f"{pct:.2g}"
     return f"round {level} ({shown}% weights)"
 
@@ -189,7 +191,7 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
 
     Panels test and train: the error barrier (%) between the two copies of an IMP pair vs the
     first swept key's value (log2 axis for batch size), one colour per chosen round (see
-    ``choose_levels``), one line style per combination of the other keys (solid: the first, e.g.
+    ``choose_levels``; the dense round 0 in grey when its pairs were measured), one line style per combination of the other keys (solid: the first, e.g.
     no warmup; dotted: the second), mean ± sd over seeds and pairs, the stability threshold
     dashed. A non-numeric first key is drawn as categories.
     """
@@ -200,16 +202,20 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
     keys = _swept(df, path)
     df = df[(df["variant"] == "imp") & df["split"].isin(style.SPLITS)]
     style.require_rows(df, path, "IMP pairs (variant imp) of split train or test")
-    levels = choose_levels(df["level"].unique())
+    # the dense network (round 0) too, in grey, when its pairs were measured: in a regime where
+    # pruned rounds are stable at every batch size, it is where a stabiliser shows
+    levels = [0] * bool((df["level"] == 0).any()) + choose_levels(df["level"].unique())
     df = df[df["level"].isin(levels)]
-    style.require_rows(df, path, "IMP pairs of a pruned level (≥ 1)")
+    style.require_rows(df, path, "IMP pairs")
     xs = _values(df, keys[0])
     numeric = all(isinstance(v, int | float) for v in xs)
     df = df.assign(b=100 * df["barrier"], x=df[keys[0]] if numeric else df[keys[0]].map(
         {v: i for i, v in enumerate(xs)}))
     pct = 100 * df.groupby("level")["density"].mean()
     cmap = plt.get_cmap("viridis")
-    colors = {n: cmap(i / max(len(levels) - 1, 1) * 0.85) for i, n in enumerate(levels)}
+    pruned = [n for n in levels if n]
+    colors = {n: cmap(i / max(len(pruned) - 1, 1) * 0.85) for i, n in enumerate(pruned)}
+    colors = {0: "0.45", **colors} if 0 in levels else colors
     facets = _facets(df, keys)
     rest = list(itertools.product(*[_facet_values(df, f, k)
                                     for f, k in zip(facets[1:], keys[1:], strict=True)]))
