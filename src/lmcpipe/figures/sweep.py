@@ -191,9 +191,10 @@ def plot_sweep_instability(tables_dir: Path, threshold: float) -> Figure:
 
     Panels test and train: the error barrier (%) between the two copies of an IMP pair vs the
     first swept key's value (log2 axis for batch size), one colour per chosen round (see
-    ``choose_levels``; the dense round 0 in grey when its pairs were measured), one line style per combination of the other keys (solid: the first, e.g.
-    no warmup; dotted: the second), mean ± sd over seeds and pairs, the stability threshold
-    dashed. A non-numeric first key is drawn as categories.
+    ``choose_levels``; the dense round 0 in grey when its pairs were measured), one line style
+    per combination of the other keys (solid: the first, e.g. no warmup; dotted: the second),
+    mean ± sd over seeds and pairs, the stability threshold dashed. A non-numeric first key is
+    drawn as categories.
     """
     df, path = style.load_table(tables_dir, "sweep_instability", ["sweep", "experiment",
                                                                   "variant", "seed", "level",
