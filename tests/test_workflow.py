@@ -333,7 +333,7 @@ def test_baselines_at_the_deepest_level_only(workdir, tmp_path):
     counts = job_counts(snakemake(copy, config, "-n").stdout)
     assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1, counts
     assert not {"init", "rewind", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
-    done = snakemake(copy, config)
+    done = snakemake(copy, config, paths.table("tiny", "runs"), paths.table("tiny", "table2"))
     assert done.returncode == 0, done.stderr[-3000:]
     runs = pd.read_csv(copy / paths.table("tiny", "runs"))
     baselines = runs[runs["variant"] != "imp"]
@@ -352,3 +352,26 @@ def test_an_unpruned_experiment_targets_no_pruned_figures(workdir, tmp_path):
     out = snakemake(tmp_path, config, "-n").stdout
     assert job_counts(out)["figure"] == len(PAPER_A_FIGURES) - len(PRUNED_FIGURES)
     assert "imp_tiny.pdf" not in out and "instability_tiny.pdf" in out
+
+
+def test_grid_summary_reads_the_real_tables(workdir, capsys):
+    """scripts/grid_summary.py (the recipe grid's check, README "The demos") on the tiny run:
+    one row per fork step with the barrier over its pairs, and a clear line for a missing grid."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grid_summary",
+                                                  REPO / "scripts" / "grid_summary.py")
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    table = grid.summarise(["tiny"], workdir)
+    inst = pd.read_csv(workdir / paths.table("tiny", "instability"))
+    dense = inst[(inst["variant"] == "imp") & (inst["level"] == 0) & (inst["split"] == "test")]
+    assert table["k"].tolist() == [0, 5] and table["n_pairs"].tolist() == [2, 2]
+    assert table.loc[0, "barrier_mean"] == pytest.approx(
+        100 * dense[dense["rewind_step"] == 0]["barrier"].mean())
+    cfg = workdir / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(config_of(workdir)))
+    assert grid.main([str(cfg), "--root", str(workdir)]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert grid.main([str(cfg), "--root", str(workdir / "nowhere")]) == 1
+    assert "no tables yet for tiny" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""Summarise a recipe grid: the dense network's instability against the fork step k.
+
+A grid is a config file whose experiments are its points (``grids/unstable_recipe.yaml``). For
+each point this prints the test-error barrier (%) of the dense pairs forked at each k, mean ± sd
+over the (init, order) pairs, and the end-of-training test error (%) of the copies forked at
+k = 0, read from the point's tidy tables. ``--targets`` prints the tables to ask Snakemake for.
+
+    python scripts/grid_summary.py grids/unstable_recipe.yaml --targets
+    python scripts/grid_summary.py grids/unstable_recipe.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lmcpipe import config, paths
+
+TABLES = ("instability", "runs")
+
+
+def summarise(names: list[str], root: Path) -> pd.DataFrame:
+    """One row per (point, k): barrier mean/sd/n (%) and, at k = 0, the test error (%)."""
+    rows = []
+    for name in names:
+        inst = pd.read_csv(root / paths.table(name, "instability"))
+        runs = pd.read_csv(root / paths.table(name, "runs"))
+        dense = inst[(inst["variant"] == "imp") & (inst["level"] == 0) & (inst["split"] == "test")]
+        start = runs[(runs["variant"] == "imp") & (runs["level"] == 0) & (runs["rewind_step"] == 0)]
+        for k, b in dense.groupby("rewind_step")["barrier"]:
+            rows.append({"point": name, "k": int(k), "barrier_mean": 100 * b.mean(),
+                         "barrier_sd": 100 * b.std(), "n_pairs": len(b),
+                         "test_error_k0": 100 * start["test_error"].mean(),
+                         "at_chance": bool(start["at_chance"].any())})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grid", type=Path, help="the grid's config file")
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="the working directory Snakemake ran in (default: here)")
+    parser.add_argument("--targets", action="store_true",
+                        help="print the tables to build instead of summarising them")
+    args = parser.parse_args(argv)
+    names = list(config.validate(yaml.safe_load(args.grid.read_text())))
+    if args.targets:
+        print(" ".join(paths.table(n, t) for n in names for t in TABLES))
+        return 0
+    missing = [n for n in names for t in TABLES if not (args.root / paths.table(n, t)).exists()]
+    if missing:
+        print(f"grid_summary: no tables yet for {', '.join(sorted(set(missing)))}; build them "
+              "with the --targets list first", file=sys.stderr)
+        return 1
+    with pd.option_context("display.width", 200, "display.max_rows", None):
+        print(summarise(names, args.root).round(2).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
