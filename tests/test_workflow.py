@@ -329,7 +329,8 @@ def test_baselines_at_the_deepest_level_only(workdir, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy, symlinks=True)
-    config = with_changes(config_of(copy), prune__baseline_levels=[2])
+    # the original's data root: it is part of every job's hyperparameters
+    config = with_changes(config_of(workdir), prune__baseline_levels=[2])
     counts = job_counts(snakemake(copy, config, "-n").stdout)
     assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1, counts
     assert not {"init", "rewind", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
