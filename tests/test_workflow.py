@@ -32,7 +32,7 @@ TINY = {
             "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 20, "steps": 20,
                       "eval_steps": [0, 10, 20], "checkpoint_every": 0},
             "prune": {"fraction": 0.2, "levels": 2, "rewind_steps": [0],
-                      "baseline_pairs": False},
+                      "baseline_pairs": False, "baseline_levels": [2]},
             "instability": {"fork_steps": [0, 5], "alphas": 5},
             "replicates": {"inits": [0], "orders": [0, 1]},
         }
@@ -131,7 +131,8 @@ def test_changing_alphas_reruns_only_interpolation_and_reports(workdir):
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), instability__alphas=7),
                                   "-n").stdout)
     assert set(counts) == {"interpolate_dense_tiny", "interpolate_fork_tiny",
-                           "interpolate_level_tiny", "aggregate", "figure", "all"}
+                           "interpolate_level_tiny", "interpolate_imp_level_tiny", "aggregate",
+                           "figure", "all"}
 
 
 def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
@@ -139,8 +140,8 @@ def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
                                   "-n").stdout)
     assert counts["prune"] == 2
     assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
-    # the cohorts of level 1 and 2: IMP (4 copies each) and both baselines (2 runs each)
-    assert counts["cohort_level_tiny"] == 2
+    # level 1's cohort (IMP alone: baseline_levels [2]) and level 2's (IMP and both baselines)
+    assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1
 
 
 def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
@@ -153,19 +154,20 @@ def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
     assert {k: v for k, v in counts.items() if k in per_seed} == per_seed
     counts = job_counts(snakemake(workdir, with_changes(base, prune__levels=3), "-n").stdout)
     assert counts["prune"] == 1
-    assert counts["cohort_level_tiny"] == 1
+    assert counts["cohort_imp_level_tiny"] == 1  # level 3 is outside baseline_levels
     assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
 
 
 def test_changing_the_baselines_reruns_only_the_level_cohorts(workdir):
-    """A cohort's runs are a param of its job: dropping a baseline reruns the cohorts that held
-    it and what reads them (level 2's mask is pruned from level 1's retrained run again), not the
-    dense and fork cohorts."""
+    """A cohort's runs are a param of its job: dropping a baseline reruns the cohort that held it
+    (level 2's, the one baseline level) and what reads it, not level 1's IMP-only cohort, the
+    masks, or the dense and fork cohorts."""
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir),
                                                        prune__baselines=["randprune"]),
                                   "-n").stdout)
-    assert counts["cohort_level_tiny"] == 2 and counts["prune"] == 1
-    assert not {"init", "rewind", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
+    assert counts["cohort_level_tiny"] == 1
+    assert not {"init", "rewind", "prune", "cohort_dense_tiny", "cohort_fork_tiny",
+                "cohort_imp_level_tiny"} & set(counts)
 
 
 def test_changing_training_hyperparameters_reruns_training(workdir):
@@ -321,27 +323,19 @@ def test_damaged_checkpoint_is_named_and_rebuilt_once_deleted(workdir, tmp_path)
     assert atomic.load_torch(copy / model)["state_dict"]
 
 
-def test_baselines_at_the_deepest_level_only(workdir, tmp_path):
-    """``prune.baseline_levels: [2]``: level 1 becomes an IMP-only cohort (its own rule), level 2
-    keeps both baselines, and the tables hold baselines at level 2 alone. Run for real on a copy
-    of the finished workflow, so the module's other tests keep theirs."""
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(workdir, copy, symlinks=True)
-    # the original's data root: it is part of every job's hyperparameters
-    config = with_changes(config_of(workdir), prune__baseline_levels=[2])
-    counts = job_counts(snakemake(copy, config, "-n").stdout)
-    assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1, counts
-    assert not {"init", "rewind", "cohort_dense_tiny", "cohort_fork_tiny"} & set(counts)
-    done = snakemake(copy, config, paths.table("tiny", "runs"), paths.table("tiny", "table2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = pd.read_csv(copy / paths.table("tiny", "runs"))
+def test_baselines_train_at_the_deepest_level_only(workdir):
+    """``prune.baseline_levels: [2]``: level 1 is an IMP-only cohort (its own rule), level 2 keeps
+    both baselines, and the tables hold baselines at level 2 alone."""
+    planned = job_counts((workdir / "planned.txt").read_text())
+    assert planned["cohort_imp_level_tiny"] == 1 and planned["cohort_level_tiny"] == 1
+    runs = pd.read_csv(workdir / paths.table("tiny", "runs"))
     baselines = runs[runs["variant"] != "imp"]
     assert set(baselines["level"]) == {2} and set(baselines["variant"]) == {"randprune", "reinit"}
-    assert len(runs) == len(plan.runs(validate(config)["tiny"]))
-    table2 = pd.read_csv(copy / paths.table("tiny", "table2"))
+    assert set(runs.loc[runs["level"] == 1, "variant"]) == {"imp"}
+    table2 = pd.read_csv(workdir / paths.table("tiny", "table2"))
     assert {"randprune", "reinit"} <= set(table2["variant"])
+    level1 = workdir / paths.run("tiny", 0, 0, "randprune", 1, 0, 1, 0)
+    assert not level1.exists()
 
 
 def test_an_unpruned_experiment_targets_no_pruned_figures(workdir, tmp_path):
@@ -349,7 +343,7 @@ def test_an_unpruned_experiment_targets_no_pruned_figures(workdir, tmp_path):
     experiment that prunes nothing would be an empty panel."""
     from lmcpipe.figures.registry import PRUNED_FIGURES
 
-    config = with_changes(config_of(workdir), prune__levels=0)
+    config = with_changes(config_of(workdir), prune__levels=0, prune__baseline_levels=[])
     out = snakemake(tmp_path, config, "-n").stdout
     assert job_counts(out)["figure"] == len(PAPER_A_FIGURES) - len(PRUNED_FIGURES)
     assert "imp_tiny.pdf" not in out and "instability_tiny.pdf" in out

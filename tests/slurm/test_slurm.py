@@ -39,6 +39,7 @@ def tiny_experiments() -> dict:
     get it scheduled, find no CUDA device and fall back to the CPU)."""
     cpu = yaml.safe_load(yaml.safe_dump(TINY["experiments"]["tiny"]))
     cpu["prune"]["levels"] = 1
+    cpu["prune"]["baseline_levels"] = []  # TINY's [2] is beyond one level: every level
     cpu["instability"]["fork_steps"] = [0]
     cpu["replicates"]["orders"] = [0]
     gpu = {**yaml.safe_load(yaml.safe_dump(cpu)), "resources": {"gpu": True}}
