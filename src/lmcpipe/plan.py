@@ -94,12 +94,10 @@ def cohort_shape(exp: Experiment, kind: str) -> list[tuple[str, int, int]]:
     if kind == "dense":
         shape = [("imp", d, c) for d, c in both] if 0 in _pair_steps(exp) else []
         return shape or [("imp", exp.chain_order, 1)]  # the dense run is always trained
-    if kind == "fork":
+    if kind in ("fork", "imp_level"):  # IMP pairs of every order, no baselines
         return [("imp", d, c) for d, c in both]
     if kind == "restart":
         return [("restart", d, c) for d, c in both]
-    if kind == "imp_level":
-        return [("imp", d, c) for d, c in both]
     if kind == "level":
         base = both if exp.prune.baseline_pairs else [(d, 1) for d in exp.orders]
         return [("imp", d, c) for d, c in both] + [
