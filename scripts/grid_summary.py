@@ -3,7 +3,8 @@
 A grid is a config file whose experiments are its points (``grids/unstable_recipe.yaml``). For
 each point this prints the test-error barrier (%) of the dense pairs forked at each k, mean ± sd
 over the (init, order) pairs, and the end-of-training test error (%) of the copies forked at
-k = 0, read from the point's tidy tables. ``--targets`` prints the tables to ask Snakemake for.
+k = 0, read from the point's tidy tables (the barrier as ``lmcpipe.summary`` defines it).
+``--targets`` prints the tables to ask Snakemake for.
 
     python scripts/grid_summary.py grids/unstable_recipe.yaml --targets
     python scripts/grid_summary.py grids/unstable_recipe.yaml
@@ -20,20 +21,21 @@ import yaml
 
 from lmcpipe import config, paths
 
-TABLES = ("instability", "runs")
+TABLES = ("summary", "runs")
 
 
 def summarise(names: list[str], root: Path) -> pd.DataFrame:
     """One row per (point, k): barrier mean/sd/n (%) and, at k = 0, the test error (%)."""
     rows = []
     for name in names:
-        inst = pd.read_csv(root / paths.table(name, "instability"))
+        summary = pd.read_csv(root / paths.table(name, "summary"))
         runs = pd.read_csv(root / paths.table(name, "runs"))
-        dense = inst[(inst["variant"] == "imp") & (inst["level"] == 0) & (inst["split"] == "test")]
+        dense = summary[(summary["variant"] == "imp") & (summary["level"] == 0)]
         start = runs[(runs["variant"] == "imp") & (runs["level"] == 0) & (runs["rewind_step"] == 0)]
-        for k, b in dense.groupby("rewind_step")["barrier"]:
-            rows.append({"point": name, "k": int(k), "barrier_mean": 100 * b.mean(),
-                         "barrier_sd": 100 * b.std(), "n_pairs": len(b),
+        for row in dense.sort_values("rewind_step").itertuples():
+            rows.append({"point": name, "k": int(row.rewind_step),
+                         "barrier_mean": 100 * row.test_barrier_mean,
+                         "barrier_sd": 100 * row.test_barrier_std, "n_pairs": int(row.n_pairs),
                          "test_error_k0": 100 * start["test_error"].mean(),
                          "at_chance": bool(start["at_chance"].any())})
     return pd.DataFrame(rows)
