@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcpipe import atomic, cli, masks, models, train
+from lmcpipe import atomic, cli, masks, models, provenance, train
 from lmcpipe.hparams import TrainHParams, to_json
 from lmcpipe.train import batch_indices
 from tests.helpers import sha256, state_equal, tiny_hparams
@@ -377,7 +377,11 @@ def test_killed_run_resumes_bit_for_bit(data_root, tmp_path):
     assert pd.read_csv(out / "metrics.csv")["step"].tolist() == [0, 0, 100, 100, 400, 400,
                                                                  600, 600]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "metrics.csv", "model.pt"]
+        "metrics.csv", "model.pt", "model.run.json"]
+    # the record counts the steps trained after the resume, and where it resumed
+    record = provenance.read_record(model_file)
+    assert (record["resumed_at"], record["steps"]) == (resumed_at, hp.steps - resumed_at)
+    assert "train: step 600/600 (100%)" in again.stdout
 
 
 def test_train_cli_reinit_start(data_root, tmp_path):

@@ -6,6 +6,7 @@ other tests ask Snakemake for dry runs against it and check which jobs it would 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,22 @@ def test_full_run_produces_figures_and_tidy_tables(workdir):
     assert len(inst) == len(pairs) * 2
     assert set(inst["variant"]) == {"imp"}  # baseline_pairs: false
     assert set(runs["variant"]) == {"imp", "randprune", "reinit"}
+    # provenance: a record per trained copy (cohorts), per pair and per rewind point
+    prov = pd.read_csv(workdir / paths.table("tiny", "provenance"))
+    assert {"experiment", "variant", "seed", "rewind_step", "level", "order", "copy", "stage",
+            "wall_s", "job_wall_s", "steps", "device", "commit", "host"} <= set(prov)
+    recorded = [r for r in plan.runs(exp)
+                if (workdir / paths.record_file(f"{r.dir(exp)}/{paths.MODEL}")).exists()]
+    assert len(recorded) == len(plan.runs(exp))  # every run was trained with records
+    assert prov["copy"].notna().sum() == len(recorded)
+    assert prov["copy"].isna().sum() == len(pairs)
+    assert set(prov["stage"]) <= {"train", "cohort", "interpolate"}
+    assert (prov.loc[prov["copy"].notna(), "stage"] == "cohort").all()
+    assert (prov.loc[prov["copy"].isna(), "stage"] == "interpolate").all()
+    trained = prov[prov["copy"].notna()]
+    assert (prov["wall_s"] > 0).all() and (trained["steps"] == 20 - trained["rewind_step"]).all()
+    rewind = json.loads((workdir / paths.record_file(paths.rewind("tiny", 0, 5))).read_text())
+    assert (rewind["stage"], rewind["steps"]) == ("train", 5) and rewind["device_name"]
     # every artifact is complete: no temporary or resume files left behind
     leftovers = [p for p in (workdir / "results").rglob("*")
                  if p.name.endswith((".tmp", ".resume", ".partial"))]

@@ -10,7 +10,11 @@ Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
 * ``summary.csv`` — one row per variant x rewind step x level: means, spreads, matching, stable
   (``lmcpipe.summary.summarise``);
 * ``table2.csv`` — paper A's Table 2: accuracy at k = 0 of IMP, random pruning and random
-  reinit at the deepest level, with the dense accuracy and matching (also rendered as a figure).
+  reinit at the deepest level, with the dense accuracy and matching (also rendered as a figure);
+* ``provenance.csv`` — one row per trained copy and per pair that has a provenance record
+  (``lmcpipe.provenance``; runs trained before records existed have none and are left out):
+  stage, wall time, steps and speed, device, library versions, commit and host. What a grid
+  costs on which machine, and which code and device produced each number.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmcpipe import atomic, paths, plan
+from lmcpipe import atomic, paths, plan, provenance
 from lmcpipe.barrier import barrier
 from lmcpipe.hparams import DENSITY_OF, Experiment
 from lmcpipe.summary import KEYS
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
+PROVENANCE_ID = ["experiment", "variant", "seed", "rewind_step", "level", "order", "copy"]
+PROVENANCE = ["stage", "wall_s", "job_wall_s", "steps", "steps_per_s", "device", "device_name",
+              "torch", "cuda", "lmcpipe", "commit", "host"]
 CHANCE_FACTOR = 1.5
 
 
@@ -46,7 +53,8 @@ def _density(exp: Experiment, run: plan.Run, cache: dict[str, float]) -> float:
 
 
 def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
-    """Read every artifact of ``exp`` (as enumerated by ``plan``) into the four tables.
+    """Read every artifact of ``exp`` (as enumerated by ``plan``) into the tidy tables: runs,
+    paths, instability, curves and provenance (``summary`` and ``table2`` derive from them).
 
     ``density`` is over the set ``density_of`` names (``hparams.DENSITY_OF``: all conv/linear
     weights with open_lth counting, the prunable ones otherwise); ``classes`` sets the
@@ -84,7 +92,25 @@ def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
         "instability": _frame(inst_frames, [*ID, "bn_mode", "split", "barrier", "max_error",
                                             "endpoint_error", "stable", "at_chance"]),
         "curves": _frame(curves, [*ID, "copy", "step", "split", "loss", "error"]),
+        "provenance": provenance_table(exp),
     }
+
+
+def provenance_table(exp: Experiment) -> pd.DataFrame:
+    """One row per run (its model.pt's record) and per pair (its path.csv's; ``copy`` NA) of
+    ``exp`` that has a provenance record; those without one (trained before records existed)
+    are left out rather than guessed."""
+    items = [(run, str(Path(run.dir(exp)) / paths.MODEL), run.copy) for run in plan.runs(exp)]
+    items += [(pair, plan.path_file(exp, pair), None) for pair in plan.pairs(exp)]
+    rows = []
+    for item, artifact, copy in items:
+        rec = provenance.read_record(artifact)
+        if rec is not None:
+            rows.append({"experiment": exp.name, "variant": item.variant, "seed": item.seed,
+                         "rewind_step": item.k, "level": item.level, "order": item.order,
+                         "copy": copy, **{c: rec.get(c) for c in PROVENANCE}})
+    frame = pd.DataFrame(rows, columns=[*PROVENANCE_ID, *PROVENANCE])
+    return frame.astype({"copy": "Int64", "steps": "Int64"})  # integers with NA, not 1.0
 
 
 def _frame(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

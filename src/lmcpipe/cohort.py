@@ -14,6 +14,10 @@ resume checkpoint. A killed cohort restarts from both and ends with the same bit
 finished early, and the per-run files are where single runs used to write them: tables, figures
 and analyses read what they read before. The ``lmcpipe cohort`` entrypoint is
 ``lmcpipe.stages.cohort``.
+
+Provenance: each member's record (``lmcpipe.provenance``) holds its chunk's wall time and how many
+members the chunk stacked; a member kept in a partial file carries the time recorded when it was
+trained, so a resumed cohort reports what each member cost, not zero.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 
 import torch
 
-from lmcpipe import atomic, data, masks, models, paths, stacked
+from lmcpipe import atomic, data, masks, models, paths, provenance, stacked
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.train import model_record, run_fingerprint, start_model, train
@@ -64,8 +69,10 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
 
 def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
                  members: list[Member], chunk: list[int], prints: list[str], dataset: data.Data,
-                 fresh_rng: torch.Tensor) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
-    """Train the members ``chunk`` indexes: alone through ``train.train`` or stacked."""
+                 fresh_rng: torch.Tensor, stats: dict
+                 ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
+    """Train the members ``chunk`` indexes: alone through ``train.train`` or stacked; ``stats``
+    gets what the training reports (``train.run_stats``)."""
     if len(chunk) == 1:
         i = chunk[0]
         m = members[i]
@@ -74,7 +81,8 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
         rows = train(hp, model, dataset, order=m.order, copy=m.copy, start_step=start_step,
                      mask=masks.load(m.mask or None), fingerprint=prints[i],
                      resume_path=paths.resume_file(m.model_out),
-                     references=[atomic.load_torch(r)["state_dict"] for r in m.references])
+                     references=[atomic.load_torch(r)["state_dict"] for r in m.references],
+                     stats=stats)
         return [({k: v.detach().cpu() for k, v in model.state_dict().items()}, rows)]
     starts = [start_model(hp, members[i].start or None, seed, start_step, level).state_dict()
               for i in chunk]
@@ -83,28 +91,35 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
         hp, models.build(hp.model, hp.dataset), starts, dataset,
         [(members[i].order, members[i].copy) for i in chunk],
         [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
-        resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key)
+        resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key,
+        stats=stats)
     return list(zip(finals, rows, strict=True))
 
 
 def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
-                 members: list[Member], dataset: data.Data, stack: int = 1
+                 members: list[Member], dataset: data.Data, stack: int = 1,
+                 stats: list[dict] | None = None
                  ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
     """Train every member to ``hp.steps``; returns (state dict, metrics rows) per member.
 
     Finished members are kept in their partial files (``paths.partial_file``), so a call after a
     kill trains only what is left; the caller writes the artifacts and removes the partials.
+    ``stats``, when given, is extended by one dict per member for its provenance record: its
+    chunk's ``wall_s`` and ``stacked_with`` (members in the chunk), ``train.run_stats``, and
+    ``resumed_from_partial`` (kept from an earlier call: the numbers are those stored then).
     """
     fresh_rng = torch.get_rng_state()
     prints = [run_fingerprint(hp, seed, start_step, None, level, m.order, m.copy, m.start or None,
                               m.mask or None, m.references) for m in members]
     done: dict[int, tuple[dict, list[dict]]] = {}
+    runs: dict[int, dict] = {}
     for i, m in enumerate(members):
         part = paths.partial_file(m.model_out)
         if os.path.exists(part):
             state = atomic.load_torch(part)
             if state["fingerprint"] == prints[i]:
                 done[i] = state["state_dict"], json.loads(state["rows"])
+                runs[i] = {**json.loads(state.get("stats", "{}")), "resumed_from_partial": True}
     todo = [i for i in range(len(members)) if i not in done]
     if done:
         print(f"cohort: {len(done)} of {len(members)} members already trained")
@@ -112,20 +127,29 @@ def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
     solo = todo if stack <= 1 else repel
     together = [i for i in todo if i not in solo]
     chunks = [[i] for i in solo] + _chunks(together, stack)
-    for chunk in sorted(chunks):
+    for n, chunk in enumerate(sorted(chunks), 1):
+        print(f"cohort: chunk {n} of {len(chunks)}: "
+              + ", ".join(os.path.dirname(members[i].model_out) for i in chunk), flush=True)
+        chunk_stats: dict = {}
+        began = time.perf_counter()
         try:
             results = _train_chunk(hp, seed, start_step, level, members, chunk, prints, dataset,
-                                   fresh_rng)
+                                   fresh_rng, chunk_stats)
         except Diverged as e:  # name the run; no model.pt of the cohort is written
             raise e.of(os.path.dirname(members[chunk[e.member]].model_out)) from None
+        chunk_stats.update(wall_s=time.perf_counter() - began, stacked_with=len(chunk))
         for i, (state, rows) in zip(chunk, results, strict=True):
             atomic.save_torch({"fingerprint": prints[i], "state_dict": state,
-                               "rows": json.dumps(rows)}, paths.partial_file(members[i].model_out))
+                               "rows": json.dumps(rows), "stats": json.dumps(chunk_stats)},
+                              paths.partial_file(members[i].model_out))
             done[i] = state, rows
+            runs[i] = {**chunk_stats, "resumed_from_partial": False}
         for resume in (paths.resume_file(members[chunk[0]].model_out),
                        paths.stack_resume_file(members[chunk[0]].model_out)):
             if os.path.exists(resume):
                 os.unlink(resume)
+    if stats is not None:
+        stats.extend(runs[i] for i in range(len(members)))
     return [done[i] for i in range(len(members))]
 
 
@@ -140,3 +164,13 @@ def write_members(hp: TrainHParams, members: list[Member],
     for m in members:
         if os.path.exists(paths.partial_file(m.model_out)):
             os.unlink(paths.partial_file(m.model_out))
+
+
+def write_records(members: list[Member], stats: list[dict], device: torch.device,
+                  job_start: float) -> None:
+    """Every member's provenance record (stage "cohort"), after ``write_members``: a record is
+    never written before its model.pt."""
+    for m, s in zip(members, stats, strict=True):
+        wall_s = s.get("wall_s")
+        provenance.write_record(m.model_out, provenance.record(
+            "cohort", device, job_start, wall_s, **provenance.training_fields(s, wall_s)))

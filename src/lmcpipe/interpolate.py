@@ -10,16 +10,19 @@ describe the blended network badly ("variance collapse", Jordan et al. 2023, REP
 paper A did is not known, so both are offered and recorded in the tables.
 
 The entrypoints ``lmcpipe interpolate`` and ``interpolate-pairs`` are ``lmcpipe.stages.interpolate``
-and ``.interpolate_pairs``.
+and ``.interpolate_pairs``. Each path gets a provenance record (``lmcpipe.provenance``) with the
+wall time of its own interpolation.
 """
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, models
+from lmcpipe import atomic, data, models, provenance
 from lmcpipe.barrier import barrier
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import InterpHParams, TrainHParams
@@ -84,16 +87,26 @@ def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch
 
 
 def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str, str]],
-                      device: torch.device) -> None:
+                      device: torch.device, job_start: float | None = None) -> None:
     """The path of every pair ({copy1, copy2, out}) of a cohort, in one process: the data are
-    read and the network built once for all of them."""
+    read and the network built once for all of them.
+
+    Each path.csv is followed by its record: the pair's own wall time (reading both copies,
+    evaluating the path, writing it) and ``job_wall_s`` since ``job_start`` (a
+    ``time.perf_counter()``; default: this call's start)."""
+    job_start = time.perf_counter() if job_start is None else job_start
+    for pair in pairs:
+        provenance.discard_record(pair["out"])
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     model = models.build(hp.model, hp.dataset).to(device)
     for pair in pairs:
+        began = time.perf_counter()
         a, b = ({k: v.to(device) for k, v in atomic.load_torch(pair[c])["state_dict"].items()}
                 for c in ("copy1", "copy2"))
         path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples, ip.bn_mode,
                            ip.bn_batches, hp.batch_size)
         atomic.save_frame(path, pair["out"])
+        provenance.write_record(pair["out"], provenance.record(
+            "interpolate", device, job_start, time.perf_counter() - began))
         print(pair["out"] + ": " + ", ".join(
             f"{row.split} barrier {row.barrier:.4f}" for row in barrier(path).itertuples()))

@@ -63,7 +63,7 @@ DOWNLOAD_LOG = LOGS + "/download_{dataset}.log"
 
 MODEL = "model.pt"
 METRICS = "metrics.csv"
-TABLES = ("runs", "paths", "instability", "curves", "summary", "table2")
+TABLES = ("runs", "paths", "instability", "curves", "summary", "table2", "provenance")
 ROUND_TABLES = ("angles", "thresholds", "histograms", "small_weights")
 # experiment table -> analysis switch (AnalysisHParams field) that produces it
 ANALYSIS_TABLES = {"successive": "successive", "curvature": "curvature",
@@ -213,3 +213,16 @@ def partial_file(model_out: str) -> str:
 def stack_resume_file(first_model_out: str) -> str:
     """Resume checkpoint of a stacked chunk of cohort members, next to its first member's."""
     return first_model_out + ".stack.resume"
+
+
+# --- provenance: what produced an artifact (a sidecar, never an input of another job) --------
+RECORD = ".run.json"
+
+
+def record_file(artifact: str) -> str:
+    """Provenance record of an artifact (``lmcpipe.provenance``): its path with the suffix
+    replaced, ``.../dense/model.pt`` -> ``.../dense/model.run.json``, ``d0/path.csv`` ->
+    ``d0/path.run.json``, so it sits beside what it describes and names it."""
+    directory, slash, name = str(artifact).rpartition("/")
+    stem, dot, _ = name.rpartition(".")
+    return directory + slash + (stem if dot and stem else name) + RECORD

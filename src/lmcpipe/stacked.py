@@ -39,6 +39,7 @@ from torch.func import functional_call, vmap
 from lmcpipe import atomic, data, masks
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
+from lmcpipe.progress import Progress
 from lmcpipe.train import (
     LossWatch,
     augmenter,
@@ -48,6 +49,7 @@ from lmcpipe.train import (
     make_optimizer,
     masked_step,
     read_resume,
+    run_stats,
 )
 
 
@@ -97,6 +99,7 @@ def _train_stacked(
     resume_path: str | os.PathLike | None = None,
     fingerprint: str = "",
     record: bool = True,
+    stats: dict | None = None,
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict]]]:
     """Train K members from ``starts`` (state dicts) to ``hp.steps``; member k draws data and
     augmentation from ``streams[k]`` = (order, copy) and keeps ``member_masks[k]``.
@@ -105,7 +108,8 @@ def _train_stacked(
     with ``record=True``. ``template`` is an instance of the architecture (its weights are
     overwritten when members are evaluated). A resume file with the stacked state is written
     every ``hp.checkpoint_every`` steps and picked up when its fingerprint matches. With
-    ``record=False`` nothing is evaluated (benchmarks).
+    ``record=False`` nothing is evaluated (benchmarks). Progress lines (the members' mean loss
+    and its range) go to stdout; ``stats`` is filled as by ``train.train``.
     """
     k_members, stop, device = len(starts), hp.steps, dataset.device
     template.to(device).train()
@@ -133,6 +137,8 @@ def _train_stacked(
                 buffers[n].copy_(t)
         step, rows = state["step"], json.loads(state["rows"])
         print(f"resumed stacked members at step {step} from {resume_path}")
+    if stats is not None:
+        stats.update(run_stats(start_step, stop, step, state is not None))
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mparams, mtensors)
@@ -158,6 +164,7 @@ def _train_stacked(
     augment = augmenter(hp.dataset, dataset)
     caches: list[dict] = [{} for _ in range(k_members)]
     watch = LossWatch(step)  # raises Diverged(member=i) before anything is written
+    progress = Progress(step, stop, f"stacked ({k_members} members)", origin=start_step)
     while step < stop:
         if step in eval_at:
             watch.check()
@@ -177,6 +184,7 @@ def _train_stacked(
         watch.add(losses)
         masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
+        progress.tick(step, losses)
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
             watch.check()
             atomic.save_torch({

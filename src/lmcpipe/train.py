@@ -28,6 +28,7 @@ from lmcpipe.errors import Diverged
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams, to_json
 from lmcpipe.models import PrunableModel
+from lmcpipe.progress import Progress
 from lmcpipe.seeds import generator
 
 
@@ -140,6 +141,7 @@ def train(
     fingerprint: str = "",
     record: bool = True,
     references: list[dict[str, torch.Tensor]] | None = None,
+    stats: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` in place from ``start_step`` to ``stop_step`` (default: hp.steps).
 
@@ -151,6 +153,8 @@ def train(
     With ``references`` and ``hp.repel_lambda`` != 0 the loss gets paper B's repellent /
     attractive term (``repulsion``). A NaN or infinite loss raises ``Diverged`` at the next
     evaluation, checkpoint or the end (``LossWatch``), before anything is written.
+    Progress lines go to stdout (``lmcpipe.progress``); ``stats``, when given, is filled with
+    what this process trained (``run_stats``) for the run's provenance record.
     """
     stop = hp.steps if stop_step is None else stop_step
     device = dataset.device
@@ -169,6 +173,8 @@ def train(
         model.load_state_dict(state["model"])
         step, rows = state["step"], [dict(r) for r in json.loads(state["rows"])]
         print(f"resumed at step {step} from {resume_path}")
+    if stats is not None:
+        stats.update(run_stats(start_step, stop, step, state is not None))
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mparams, mtensors)
@@ -183,6 +189,7 @@ def train(
            if references and hp.repel_lambda else None)
     cache: dict = {}
     watch = LossWatch(step)
+    progress = Progress(step, stop, "train", origin=start_step)
     while step < stop:
         if step in eval_at and step not in done:
             watch.check()
@@ -203,6 +210,7 @@ def train(
         watch.add(loss)
         masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
+        progress.tick(step, loss)
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
             watch.check()
             atomic.save_torch(
@@ -220,6 +228,13 @@ def train(
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)
     return rows
+
+
+def run_stats(start_step: int, stop_step: int, first_step: int, resumed: bool) -> dict:
+    """What a training process did, for its provenance record: the run's schedule range, the
+    steps trained here (fewer after a resume) and the step it resumed at (None: from the start)."""
+    return {"start_step": start_step, "stop_step": stop_step,
+            "steps": max(stop_step - first_step, 0), "resumed_at": first_step if resumed else None}
 
 
 def read_resume(path: str | os.PathLike | None, fingerprint: str,

@@ -1,9 +1,9 @@
 """``lmcpipe aggregate``: the tidy tables of one experiment (``lmcpipe.aggregate``).
 
-Writes ``runs``, ``paths``, ``instability`` and ``curves``, then ``summary`` and ``table2``
-derived from them, so every figure of the experiment reads tables rather than artifacts. Runs
-that ended at chance error are counted in the log: their pairs look stable and would otherwise
-pass unnoticed.
+Writes ``runs``, ``paths``, ``instability``, ``curves`` and ``provenance``, then ``summary``
+and ``table2`` derived from them, so every figure of the experiment reads tables rather than
+artifacts. Runs that ended at chance error are counted in the log: their pairs look stable and
+would otherwise pass unnoticed.
 """
 
 from __future__ import annotations

@@ -2,16 +2,18 @@
 
 One job per cohort instead of per run pays ``import torch``, reading the data and building the
 network once (``lmcpipe.cohort`` says why and how members are chunked and resumed). The stage
-parses the member list, picks the device's stack size and writes every member's files at the end.
+parses the member list, picks the device's stack size and writes every member's files at the end,
+their provenance records last (earlier records of the members are removed first).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
-from lmcpipe import cohort, data
+from lmcpipe import cohort, data, provenance
 from lmcpipe.devices import pick_device
 from lmcpipe.hparams import TrainHParams, from_json
 
@@ -33,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     hp = from_json(TrainHParams, args.hparams)
     members = cohort.members_from_json(args.members)
@@ -42,9 +45,13 @@ def main(args: argparse.Namespace) -> None:
     stack = args.stack or cohort.default_stack(device)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     print(f"cohort of {len(members)} runs on {device}, {stack} per stacked step")
+    for m in members:
+        provenance.discard_record(m.model_out)
+    stats: list[dict] = []
     results = cohort.train_cohort(hp, args.seed, args.start_step, args.level, members, dataset,
-                                  stack)
+                                  stack, stats)
     cohort.write_members(hp, members, results)
+    cohort.write_records(members, stats, device, job_start)
     for m, (_, rows) in zip(members, results, strict=True):
         final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
         print(f"{m.model_out}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))

@@ -8,6 +8,7 @@ A single pair per job; the pipeline's rules interpolate a whole cohort's pairs p
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -27,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     interpolate.interpolate_files(
         from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
-        [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}], pick_device(args.device))
+        [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}], pick_device(args.device),
+        job_start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import torch
 
@@ -25,10 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     pairs = json.loads(args.pairs)
     if not pairs:
         raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
     interpolate.interpolate_files(
         from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp), pairs,
-        pick_device(args.device))
+        pick_device(args.device), job_start)

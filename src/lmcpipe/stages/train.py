@@ -3,17 +3,20 @@
 The dense run, the rewind points W_k (``--stop-step``) and single IMP / baseline runs differ only
 in their flags. The stage reads the start point, mask and references, trains with a resume file
 beside ``--model-out`` (a killed job restarts where it stopped), and writes the model and the
-metrics only at the end, so a half-finished run never looks finished.
+metrics only at the end, so a half-finished run never looks finished; its provenance record
+(``lmcpipe.provenance``: wall time, steps, environment) comes last, and an earlier record of the
+same output is removed first, so a crash or a divergence leaves none.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import torch
 
-from lmcpipe import atomic, data, masks, paths
+from lmcpipe import atomic, data, masks, paths, provenance
 from lmcpipe.devices import pick_device
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams, from_json
@@ -42,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     hp = from_json(TrainHParams, args.hparams)
     device = pick_device(args.device)
@@ -51,20 +55,27 @@ def main(args: argparse.Namespace) -> None:
     fingerprint = run_fingerprint(hp, args.seed, args.start_step, args.stop_step, args.level,
                                   args.order, args.copy, args.start, args.mask, args.references)
     resume = paths.resume_file(args.model_out)
+    provenance.discard_record(args.model_out)
+    stats: dict = {}
+    began = time.perf_counter()
     try:
         rows = train(
             hp, model, dataset, order=args.order, copy=args.copy, start_step=args.start_step,
             stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
             fingerprint=fingerprint, record=bool(args.metrics_out),
             references=[atomic.load_torch(r)["state_dict"] for r in args.references],
+            stats=stats,
         )
     except Diverged as e:
         raise e.of(os.path.dirname(args.model_out) or args.model_out) from None
+    wall_s = time.perf_counter() - began
     stop = hp.steps if args.stop_step is None else args.stop_step
     if args.metrics_out:
         atomic.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)
     atomic.save_torch(model_record(model, hp.model, stop), args.model_out)
     if os.path.exists(resume):
         os.unlink(resume)
+    provenance.write_record(args.model_out, provenance.record(
+        "train", device, job_start, wall_s, **provenance.training_fields(stats, wall_s)))
     final = {r["split"]: r["error"] for r in rows if r["step"] == stop}
     print(f"trained to step {stop}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))
