@@ -30,6 +30,8 @@ STAGES = {
     "aggregate-analysis": "one papers B/C table of an experiment",
     "sweep-table": "tables of a paper-B sweep",
     "figure": "render one figure from the tables",
+    "report": "reproduction-report page of an experiment or sweep: the papers' claims judged",
+    "report-index": "reproduction report's index page",
     "download": "download a dataset with torchvision",
     "check-config": "validate a config file",
 }

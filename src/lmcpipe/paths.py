@@ -49,6 +49,14 @@ PROBE_PATH = PROBE + "/" + PATH_FILE
 PROBE_SETUP = {"perturb": START, "oneshot": MASK_FILE}  # what a probe's setup job writes
 ARM = r"c[0-9.e+-]+|(magnitude|random)\d+"  # the arms perturb_arm and oneshot_arm write
 FIGURE = RESULTS + "/figures/{figure}_{exp}.pdf"
+FIGURE_PNG = RESULTS + "/figures/{figure}_{exp}.png"  # the same figure, inline in the report
+# the reproduction report (lmcpipe.report): static pages, one per experiment or sweep
+REPORT_DIR = RESULTS + "/report"
+REPORT_INDEX = REPORT_DIR + "/index.html"
+REPORT_PAGE = REPORT_DIR + "/{exp}.html"
+REPORT_CLAIMS = REPORT_DIR + "/{exp}_claims.csv"  # the page's judged claims, a tidy table
+REPORT_SWEEP_PAGE = REPORT_DIR + "/{sweep}.html"
+REPORT_SWEEP_CLAIMS = REPORT_DIR + "/{sweep}_claims.csv"
 
 # --- logs: one per job, under logs/ (never an input; the layout mirrors results/) ------------
 LOGS = "logs"
@@ -60,6 +68,7 @@ COHORT_LOG = LOGS + "/{exp}/s{seed}/k{k}/L{level}/{kind}_{stage}.log"
 PROBE_LOG = LOGS + "/{exp}/s{seed}/k{k}/{probe}/L{level}/{name}.log"
 SWEEP_LOG = LOGS + "/sweeps/{sweep}/{name}.log"
 DOWNLOAD_LOG = LOGS + "/download_{dataset}.log"
+REPORT_LOG = LOGS + "/report/{name}.log"
 
 MODEL = "model.pt"
 METRICS = "metrics.csv"
@@ -76,6 +85,7 @@ SWEEP_TABLES = tuple(SWEEP_SOURCES)
 SWEEP_TABLES_DIR = TABLES_ROOT + "/{sweep}"
 SWEEP_TABLE = SWEEP_TABLES_DIR + "/" + TABLE_FILE
 SWEEP_FIGURE = RESULTS + "/figures/{figure}_{sweep}.pdf"
+SWEEP_FIGURE_PNG = RESULTS + "/figures/{figure}_{sweep}.png"
 
 
 class _Keep(dict):
@@ -167,6 +177,24 @@ def sweep_table(sweep: str, name: str) -> str:
 
 def figure(exp: str, name: str) -> str:
     return FIGURE.format(exp=exp, figure=name)
+
+
+def sweep_figure(sweep: str, name: str) -> str:
+    return SWEEP_FIGURE.format(sweep=sweep, figure=name)
+
+
+def figure_png(pdf: str) -> str:
+    """The PNG rendered beside a figure's PDF (the report shows it inline)."""
+    return pdf.removesuffix(".pdf") + ".png"
+
+
+def report_page(name: str) -> str:
+    """Report page of an experiment or a sweep (one directory, one namespace of names)."""
+    return REPORT_PAGE.format(exp=name)
+
+
+def report_claims(name: str) -> str:
+    return REPORT_CLAIMS.format(exp=name)
 
 
 def successive(exp: str, seed: int, k: int, lvl: int) -> str:
