@@ -93,18 +93,20 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tables(tmp_path_factory.mktemp("tables") / "synth")
 
 
-def _run(name: str, tables: Path, out: Path) -> None:
+def _run(name: str, tables: Path, out: Path, png: Path | None = None) -> None:
     figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=str(png) if png else None))
 
 
 # papers B/C figures read their own tables: tests/test_figures_bc.py renders them
 @pytest.mark.parametrize("name", sorted(registry.names(registry.PAPER_A)))
 def test_every_figure_renders_a_pdf(name: str, tables: Path, tmp_path: Path) -> None:
-    out = tmp_path / "figs" / f"{name}.pdf"
-    _run(name, tables, out)
+    out, png = tmp_path / "figs" / f"{name}.pdf", tmp_path / "figs" / f"{name}.png"
+    _run(name, tables, out, png)
     assert out.read_bytes().startswith(b"%PDF")
     assert out.stat().st_size > 1000
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+    assert registry.FIGURES[name].caption and registry.FIGURES[name].paper == "A"
     assert not [p for p in out.parent.iterdir() if p.suffix == ".tmp"]
 
 

@@ -102,7 +102,7 @@ def test_render_and_save(name: str, tables: Path, tmp_path: Path) -> None:
         plt.close(fig)
     out = tmp_path / f"{name}.pdf"
     figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=None))
     assert out.read_bytes().startswith(b"%PDF")
 
 

@@ -80,7 +80,7 @@ def dense_only(full: Path) -> Path:
 
 def _run(name: str, tables: Path, out: Path) -> None:
     figure_stage.main(argparse.Namespace(name=name, tables=str(tables), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=None))
 
 
 def test_registered_everywhere() -> None:

@@ -129,7 +129,7 @@ def test_perturb(tables: Path, tmp_path: Path) -> None:
         plt.close(fig)
     out = tmp_path / "perturb.pdf"
     figure_stage.main(argparse.Namespace(name="perturb", tables=str(tables), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=None))
     assert out.read_bytes().startswith(b"%PDF")
 
 
@@ -168,7 +168,7 @@ def test_max_prune_panels(tables: Path, tmp_path: Path) -> None:
         plt.close(fig)
     out = tmp_path / "max_prune.pdf"
     figure_stage.main(argparse.Namespace(name="max_prune", tables=str(tables), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=None))
     assert out.read_bytes().startswith(b"%PDF")
 
 

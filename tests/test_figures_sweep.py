@@ -157,7 +157,7 @@ def test_instability_one_key(one_key: Path) -> None:
 def test_main_writes_pdf(name: str, two_keys: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.pdf"
     figure_stage.main(argparse.Namespace(name=name, tables=str(two_keys), threshold=0.02,
-                                         out=str(out)))
+                                         out=str(out), png=None))
     assert out.read_bytes().startswith(b"%PDF")
 
 

@@ -12,8 +12,8 @@ from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate_with_sweeps
 from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
                           network_answers)
-from lmcpipe.figures.registry import (ANALYSIS_FIGURES, PAPER_A_FIGURES, PRUNED_FIGURES,
-                                     SWEEP_FIGURES)
+from lmcpipe.figures.registry import (ANALYSIS_FIGURES, FIGURES, PAPER_A_FIGURES,
+                                     PRUNED_FIGURES, SWEEP_FIGURES)
 from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
@@ -312,20 +312,67 @@ def experiment_inputs(exp):
     return files
 
 
+def experiment_figures(exp):
+    """The figures built for an experiment: paper A's (those of pruned subnetworks only when
+    it prunes) and the papers B/C figures it switches on."""
+    pruned = exp.prune.levels > 0
+    return ([f for f in PAPER_A_FIGURES if pruned or f not in PRUNED_FIGURES]
+            + enabled_analyses(exp))
+
+
 def all_targets(names):
-    """Paper-A figures of each experiment (those of pruned subnetworks only when it prunes)
-    and the papers B/C figures it switches on; for a sweep, those of every member and the
-    sweep's own figures."""
+    """The figures of each experiment (``experiment_figures``); for a sweep, those of every
+    member and the sweep's own figures."""
     out = []
     for n in names:
         if n in SWEEPS:
             out += all_targets(list(SWEEPS[n]))
-            out += [paths.SWEEP_FIGURE.format(figure=f, sweep=n) for f in SWEEP_FIGURES]
+            out += [paths.sweep_figure(n, f) for f in SWEEP_FIGURES]
             continue
-        pruned = EXPERIMENTS[n].prune.levels > 0
-        out += [paths.figure(n, f) for f in PAPER_A_FIGURES if pruned or f not in PRUNED_FIGURES]
-        out += [paths.figure(n, f) for f in enabled_analyses(EXPERIMENTS[n])]
+        out += [paths.figure(n, f) for f in experiment_figures(EXPERIMENTS[n])]
     return out
+
+
+def report_names(names):
+    """The reproduction report's pages, in order: each experiment; a sweep's members, then
+    the sweep."""
+    out = []
+    for n in names:
+        out += [*SWEEPS[n], n] if n in SWEEPS else [n]
+    return out
+
+
+# --- both reports: Snakemake's (--report, report() flags) and lmcpipe's pages (pages.smk) ---
+def figure_caption(wildcards):
+    """The registry's one-sentence caption (workflow/report/figure.rst shows it)."""
+    return FIGURES[wildcards.figure].caption
+
+
+def reported_figure(pattern, subject):
+    """A figure's PNG in Snakemake's report, under its paper, one subcategory per subject."""
+    return report(pattern, caption="../report/figure.rst",
+                  category=lambda w: f"Paper {FIGURES[w.figure].paper}", subcategory=subject,
+                  labels={"figure": "{figure}", "of": subject})
+
+
+def page_tables(exp):
+    """The tables a report page reads: paper A's and the papers B/C ones switched on."""
+    return [paths.table(exp.name, t) for t in [*paths.TABLES, *enabled_tables(exp)]]
+
+
+def figure_pngs(pdfs):
+    return [paths.figure_png(f) for f in pdfs]
+
+
+REPORTED_TABLES = ("summary", "table2")  # the tables a reader of Snakemake's report wants
+
+
+def reported_table(table):
+    pattern = paths.fill(paths.TABLE, table=table)
+    if table not in REPORTED_TABLES:
+        return pattern
+    return report(pattern, caption="../report/table.rst", category="Tables",
+                  subcategory="{exp}", labels={"table": table, "of": "{exp}"})
 
 
 def sweep_values(name):

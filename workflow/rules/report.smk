@@ -10,7 +10,7 @@ rule aggregate:
     input:
         lambda w: experiment_inputs(exp_of(w)),
     output:
-        [paths.fill(paths.TABLE, table=t) for t in paths.TABLES],
+        [reported_table(t) for t in paths.TABLES],
     params:
         exp=lambda w: table_json(without_analyses(exp_of(w))),
         out=lambda w: paths.tables_dir(w.exp),
@@ -25,18 +25,20 @@ rule aggregate:
         " --classes {params.classes} > {log} 2>&1"
 
 
-# Paper A's figures of an experiment; the papers B/C figures (analyses.smk) and a sweep's
-# (sweeps.smk) are this rule with other tables.
+# Paper A's figures of an experiment, as a PDF and as the PNG both reports show; the papers
+# B/C figures (analyses.smk) and a sweep's (sweeps.smk) are this rule with other tables.
 rule figure:
     input:
         [paths.fill(paths.TABLE, table=t) for t in paths.TABLES],
     output:
-        paths.FIGURE,
+        pdf=paths.FIGURE,
+        png=reported_figure(paths.FIGURE_PNG, "{exp}"),
     wildcard_constraints:
         figure="|".join(PAPER_A_FIGURES),
     params:
         tables=lambda w: paths.tables_dir(w.exp),
         threshold=lambda w: exp_of(w).interp.threshold,
+        caption=figure_caption,
         code=code_of("figure"),
     conda:
         ENV
@@ -44,4 +46,4 @@ rule figure:
         paths.fill(paths.LOG, name="figure_{figure}"),
     shell:
         "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
-        " --threshold {params.threshold} --out {output} > {log} 2>&1"
+        " --threshold {params.threshold} --out {output.pdf} --png {output.png} > {log} 2>&1"

@@ -33,12 +33,14 @@ use rule figure as sweep_figure with:
     input:
         [paths.fill(paths.SWEEP_TABLE, table=t) for t in paths.SWEEP_TABLES],
     output:
-        paths.SWEEP_FIGURE,
+        pdf=paths.SWEEP_FIGURE,
+        png=reported_figure(paths.SWEEP_FIGURE_PNG, "{sweep}"),
     wildcard_constraints:
         figure="|".join(SWEEP_FIGURES),
     params:
         tables=lambda w: paths.sweep_tables_dir(w.sweep),
         threshold=lambda w: EXPERIMENTS[next(iter(SWEEPS[w.sweep]))].interp.threshold,
+        caption=figure_caption,
         code=code_of("figure"),
     log:
         paths.fill(paths.SWEEP_LOG, name="figure_{figure}"),

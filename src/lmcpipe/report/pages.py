@@ -23,6 +23,7 @@ import pandas as pd
 from lmcpipe import paths
 from lmcpipe.atomic import save_frame, save_text
 from lmcpipe.figures import registry
+from lmcpipe.provenance import commit, version
 from lmcpipe.report import claims as claims_mod
 from lmcpipe.report.measures import Tables
 
@@ -148,6 +149,11 @@ def _by_claim(frames: list[pd.DataFrame]) -> dict[str, list[dict[str, str]]]:
             out.setdefault(r.claim, []).append({"subject": r.subject, "verdict": r.verdict,
                                                 "css": VERDICT_CLASS[r.verdict]})
     return out
+
+
+def built_from() -> str:
+    """lmcpipe's version and commit, shown on every page: which code judged the claims."""
+    return f"{version()} at {commit()}"
 
 
 def _now() -> str:

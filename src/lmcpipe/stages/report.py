@@ -23,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--members", default="[]", help="JSON list of the sweep's members")
     p.add_argument("--tables", required=True, help="directory of the tables")
     p.add_argument("--figures", default="", help="comma-separated figures built for it")
-    p.add_argument("--built-from", default="", help="the checkout's commit (shown)")
     p.add_argument("--out", required=True, help="HTML page to write")
     p.add_argument("--claims-out", required=True, help="CSV of the judged claims")
 
@@ -39,7 +38,8 @@ def main(args: argparse.Namespace) -> None:
     if args.sweep:
         shown = {"sweep": args.sweep, "members": list(members), "first member": shown}
     rows = pages.write_page(subject, args.tables, args.out, args.claims_out, shown,
-                            args.built_from, members)
+                            pages.built_from(), members)
     n = claims.counts(rows)
     print(f"wrote {args.out}: {len(rows)} claims, "
           + ", ".join(f"{v} {c}" for v, c in n.items()))
+

@@ -10,12 +10,12 @@ from lmcpipe.report import pages
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", nargs="+", required=True, help="experiments and sweeps, in order")
     p.add_argument("--claims", nargs="+", required=True, help="their judged-claims CSVs")
-    p.add_argument("--built-from", default="", help="the checkout's commit (shown)")
     p.add_argument("--out", required=True, help="index.html to write")
 
 
 def main(args: argparse.Namespace) -> None:
     if len(args.names) != len(args.claims):
         raise SystemExit("lmcpipe report-index: --names and --claims differ in length")
-    total = pages.write_index(args.names, args.claims, args.out, args.built_from)
+    total = pages.write_index(args.names, args.claims, args.out, pages.built_from())
     print(f"wrote {args.out}: " + ", ".join(f"{v} {n}" for v, n in total.items()))
+
