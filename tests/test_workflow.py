@@ -149,7 +149,7 @@ def test_changing_alphas_reruns_only_interpolation_and_reports(workdir):
                                   "-n").stdout)
     assert set(counts) == {"interpolate_dense_tiny", "interpolate_fork_tiny",
                            "interpolate_level_tiny", "interpolate_imp_level_tiny", "aggregate",
-                           "figure", "all"}
+                           "figure", "report_page", "report_index", "all"}
 
 
 def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
@@ -272,9 +272,12 @@ def test_editing_stage_code_reruns_the_jobs_that_run_it(workdir, tmp_path):
         return job_counts(result.stdout)
 
     assert planned() == {}
+    with open(copy / "src" / "lmcpipe" / "report" / "measures.py", "a") as f:
+        f.write("\n# an edit of the report code\n")
+    assert set(planned()) == {"report_page", "report_index", "all"}
     with open(copy / "src" / "lmcpipe" / "figures" / "paper_a.py", "a") as f:
         f.write("\n# an edit of the figure code\n")
-    assert set(planned()) == {"figure", "all"}
+    assert set(planned()) == {"figure", "report_page", "report_index", "all"}
     with open(copy / "src" / "lmcpipe" / "optim.py", "a") as f:
         f.write("\n# an edit of the training code\n")
     counts = planned()
@@ -387,3 +390,60 @@ def test_grid_summary_reads_the_real_tables(workdir, capsys):
     assert "tiny" in capsys.readouterr().out
     assert grid.main([str(cfg), "--root", str(workdir / "nowhere")]) == 1
     assert "no tables yet for tiny" in capsys.readouterr().err
+
+
+def test_the_reproduction_report_judges_every_claim_of_the_network(workdir):
+    """The tiny run's report: a page and a claims table per experiment, every claim about
+    LeNet (or any network) judged, none "holds" on the paper's LeNet protocol, whose dataset is
+    MNIST: the tiny experiment trains on Fashion-MNIST."""
+    from lmcpipe.report import claims as report_claims
+
+    table = pd.read_csv(workdir / paths.report_claims("tiny"), keep_default_na=False)
+    applies = [c.id for c in report_claims.load() if c.applies_to("lenet_300_100", "experiment")]
+    assert table["claim"].tolist() == applies
+    assert set(table["verdict"]) <= set(report_claims.VERDICTS)
+    lenet = table[table["claim"].str.endswith(".lenet")]
+    assert not lenet.empty and (lenet["verdict"].isin(["not comparable", "not run"])).all()
+    compared = lenet[lenet["verdict"] == "not comparable"]
+    assert compared["reason"].str.contains("dataset fashion_mnist (paper: mnist)",
+                                           regex=False).all()
+    assert (workdir / paths.REPORT_INDEX).read_text().count('class="page"') == 1
+
+
+def test_the_report_renders_in_chromium(workdir, tmp_path):
+    """Headless Chromium opens the index and the tiny page from the filesystem: every claim row
+    renders, every figure image loads, and a screenshot is kept in the test's directory."""
+    from lmcpipe.report import claims as report_claims
+    from tests.browser import BROKEN_IMAGES, chromium
+
+    n_claims = len([c for c in report_claims.load()
+                    if c.applies_to("lenet_300_100", "experiment")])
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((workdir / paths.REPORT_INDEX).as_uri())
+        assert page.locator("tr.page").count() == 1
+        assert page.locator("#claims tr.claim").count() == len(report_claims.load())
+        page.click("text=tiny")
+        assert page.url.endswith(paths.report_page("tiny").rsplit("/", 1)[-1])
+        rows = page.locator("#claims tr.claim")
+        assert rows.count() == n_claims
+        for i in range(n_claims):
+            assert rows.nth(i).locator(".verdict").inner_text() in report_claims.VERDICTS
+        images = page.evaluate("document.images.length")
+        assert images >= len(PAPER_A_FIGURES)
+        assert page.evaluate(BROKEN_IMAGES) == []
+        assert page.locator("#stages tr").count() >= 3  # header, cohort, interpolate, ...
+        page.screenshot(path=tmp_path / "report.png", full_page=True)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_snakemakes_own_report_holds_figures_and_claims(workdir):
+    """`snakemake --report`: one self-contained HTML file with the figures by paper and the
+    claims tables."""
+    out = workdir / "report.html"
+    done = snakemake(workdir, config_of(workdir), "--report", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = out.read_text()
+    assert out.stat().st_size > 100_000
+    for needle in ("Paper A", "Reproduction", "tiny_claims.csv", "interp_k0_tiny.png"):
+        assert needle in html, needle
