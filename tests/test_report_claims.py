@@ -170,6 +170,21 @@ def test_paper_b_premise_decides_comparability(tmp_path):
     assert row.verdict == claims.NOT_COMPARABLE and "premise" in row.reason
 
 
+def test_paper_b_imp_against_reinit_on_either_side_of_the_premise(tmp_path):
+    """IMP 1.5 points above reinit at the deepest level: "beats reinit" holds on a stable
+    recipe; on an unstable one "no better than reinit" (< 1 point) does not."""
+    acc = {("imp", 0, 0): [86.0, 86.2], ("imp", 0, 2): [86.4, 86.6],
+           ("reinit", 0, 2): [84.9, 85.1]}
+    stable = write_tables(tmp_path, {("imp", 0, 0): [0.005, 0.005]}, acc)
+    row = claims.judge(by_id("B.stable_imp_beats_reinit"), subject(), stable)
+    assert row.verdict == claims.HOLDS and row.value.mean == pytest.approx(1.5)
+    row = claims.judge(by_id("B.unstable_imp_no_better"), subject(), stable)
+    assert row.verdict == claims.NOT_COMPARABLE
+    unstable = write_tables(tmp_path / "u", {("imp", 0, 0): [0.06, 0.08]}, acc)
+    row = claims.judge(by_id("B.unstable_imp_no_better"), subject(), unstable)
+    assert row.verdict == claims.FAILS and "gap +1.50 points" in row.value.text
+
+
 def test_successive_levels_connected_iff_matching(tmp_path):
     rows = []
     for level, (bar, match) in enumerate([(0.005, True), (0.004, True), (0.08, False)]):

@@ -12,111 +12,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from lmcpipe import paths, summary
+from lmcpipe import summary
+from lmcpipe.report.values import (
+    DENSITY_FACTOR,
+    NotComparable,
+    NotRun,
+    Tables,
+    Value,
+    acc_text,
+    condition_row,
+    flag,
+    level_at,
+    mean_sd,
+    pct,
+    summary_table,
+    test_pairs,
+    truth,
+)
 
-DENSITY_FACTOR = 1.15  # a level "at" density d lies within this factor of d
-
-
-class NotRun(Exception):
-    """The tables lack what the measure needs; the message says what."""
-
-
-class NotComparable(Exception):
-    """The claim's premise does not hold for this experiment; the message says why."""
-
-
-@dataclass(frozen=True)
-class Value:
-    """What lmcpipe found: ``mean`` (1.0/0.0 for a yes/no), its ``sd`` and ``n`` replicates,
-    and ``text``, the sentence the report prints."""
-
-    mean: float
-    text: str
-    sd: float = math.nan
-    n: int = 0
-
-
-class Tables:
-    """An experiment's (or a sweep's) tables, each read once, None when the file is absent."""
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory, self._cache = Path(directory), {}
-
-    def get(self, name: str) -> pd.DataFrame | None:
-        if name not in self._cache:
-            f = self.directory / paths.table_file(name)
-            self._cache[name] = pd.read_csv(f) if f.exists() else None
-        return self._cache[name]
-
-    def need(self, name: str, what: str) -> pd.DataFrame:
-        frame = self.get(name)
-        if frame is None or frame.empty:
-            raise NotRun(f"no {name}.csv rows: {what}")
-        return frame
-
-
-def pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-
-def mean_sd(values: pd.Series, unit: str = "%", what: str = "replicates") -> Value:
-    v = values.astype(float)
-    sd = float(v.std(ddof=1)) if len(v) > 1 else math.nan
-    spread = f" ± {pct(sd)}" if len(v) > 1 else ""
-    return Value(float(v.mean()), f"{pct(float(v.mean()))}{spread} {unit} (n = {len(v)} {what})",
-                 sd, len(v))
-
-
-def flag(yes: bool, text: str, n: int = 0) -> Value:
-    return Value(1.0 if yes else 0.0, text, n=n)
-
-
-def _truth(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: str(v).lower() == "true")
-
-
-def _summary(t: Tables) -> pd.DataFrame:
-    s = t.need("summary", "the experiment's summary table")
-    return s.assign(matching=_truth(s["matching"]), stable=_truth(s["stable"]),
-                    has_pairs=s["n_pairs"] > 0)
-
-
-def level_at(frame: pd.DataFrame, level: int | str | None, density: float | None) -> int:
-    """The pruning level a claim is about: ``level`` (an int or "deepest"), or the level whose
-    density is nearest ``density`` (within ``DENSITY_FACTOR``)."""
-    levels = frame[["level", "density"]].drop_duplicates().sort_values("level")
-    if density is None:
-        if level == "deepest":
-            if levels["level"].max() < 1:
-                raise NotRun("no pruned level (prune.levels is 0)")
-            return int(levels["level"].max())
-        return int(level or 0)
-    pruned = levels[levels["level"] >= 1]
-    if pruned.empty:
-        raise NotRun("no pruned level (prune.levels is 0)")
-    ratio = np.abs(np.log(pruned["density"].to_numpy() / density))
-    best = int(np.argmin(ratio))
-    if ratio[best] > math.log(DENSITY_FACTOR):
-        run = ", ".join(f"{100 * d:.3g} %" for d in pruned["density"])
-        raise NotRun(f"no level near {100 * density:.3g} % of weights (levels run: {run})")
-    return int(pruned["level"].iloc[best])
-
-
-def _test_pairs(t: Tables) -> pd.DataFrame:
-    inst = t.need("instability", "no pairs were interpolated")
-    return inst[inst["split"] == "test"]
+__all__ = ["MEASURES", "NotComparable", "NotRun", "Tables", "Value"]
 
 
 def barrier(t: Tables, variant: str = "imp", k: int = 0, level: int | str = 0,
             density: float | None = None) -> Value:
     """Test error barrier (%) of the pairs of (variant, k, level): mean ± sd over pairs."""
-    inst = _test_pairs(t)
+    inst = test_pairs(t)
     lvl = level_at(inst[inst["variant"] == variant], level, density) if level else 0
     rows = inst[(inst["variant"] == variant) & (inst["rewind_step"] == k) & (inst["level"] == lvl)]
     if rows.empty:
@@ -129,7 +52,7 @@ def first_stable_k(t: Tables, variant: str = "imp", level: int | str = 0,
                    density: float | None = None, threshold: float = 2.0) -> Value:
     """Per replicate (seed, order), the first tested k whose pair's test barrier is below
     ``threshold`` %; the mean over replicates (+inf when half or more never get there)."""
-    inst = _test_pairs(t)
+    inst = test_pairs(t)
     inst = inst[inst["variant"] == variant]
     lvl = level_at(inst, level, density) if (level or density) else 0
     rows = inst[inst["level"] == lvl]
@@ -161,29 +84,17 @@ def dense_accuracy(t: Tables) -> Value:
 def accuracy_drop(t: Tables, variant: str = "imp", k: int = 0, level: int | str = "deepest",
                   density: float | None = None) -> Value:
     """Dense mean accuracy minus the subnetwork's (points), its sd over replicates."""
-    s = _summary(t)
-    row = _row(s, variant, k, level_at(s[s["variant"] == variant], level, density))
+    s = summary_table(t)
+    row = condition_row(s, variant, k, level_at(s[s["variant"] == variant], level, density))
     return Value(float(row["accuracy_drop"]),
                  f"{pct(row['accuracy_drop'])} points below dense ({pct(row['test_accuracy_mean'])}"
                  f" vs {pct(row['dense_accuracy_mean'])} %, n = {int(row['n'])})",
                  float(row["test_accuracy_std"]), int(row["n"]))
 
 
-def _row(s: pd.DataFrame, variant: str, k: int, level: int) -> pd.Series:
-    rows = s[(s["variant"] == variant) & (s["rewind_step"] == k) & (s["level"] == level)]
-    if rows.empty:
-        raise NotRun(f"no {variant} runs at k = {k}, level {level}")
-    return rows.iloc[0]
-
-
-def _acc(row: pd.Series) -> str:
-    return (f"{pct(row['test_accuracy_mean'])} % vs dense {pct(row['dense_accuracy_mean'])} %"
-            f" at {100 * row['density']:.3g} %")
-
-
 def control_gap(t: Tables) -> Value:
     """Largest |barrier(restarted) - barrier(T - k)| (points) over the fork steps k > 0."""
-    s = _summary(t)
+    s = summary_table(t)
     restart = s[(s["variant"] == "restart") & s["has_pairs"]]
     if restart.empty:
         raise NotRun("no restarted-schedule pairs (instability.control is off)")
@@ -198,7 +109,7 @@ def control_gap(t: Tables) -> Value:
 
 def matching_down_to(t: Tables, k: int = 0, density: float = 0.035) -> Value:
     """Whether IMP at rewind step ``k`` is matching at every level down to ``density``."""
-    s = _summary(t)
+    s = summary_table(t)
     imp = s[(s["variant"] == "imp") & (s["rewind_step"] == k) & (s["level"] >= 1)]
     if imp.empty:
         raise NotRun(f"no pruned IMP level at k = {k} (prune.levels, prune.rewind_steps)")
@@ -209,43 +120,43 @@ def matching_down_to(t: Tables, k: int = 0, density: float = 0.035) -> Value:
     ok = int(upto["matching"].sum())
     deepest = upto.sort_values("level").iloc[-1]
     return flag(ok == len(upto), f"matching at {ok} of {len(upto)} levels (deepest: "
-                f"{_acc(deepest)})", len(upto))
+                f"{acc_text(deepest)})", len(upto))
 
 
 def stable_and_matching(t: Tables, k: int = 0, level: int | str = "deepest",
                         density: float | None = None, threshold: float = 2.0) -> Value:
-    s = _summary(t)
-    row = _row(s, "imp", k, level_at(s[s["variant"] == "imp"], level, density))
+    s = summary_table(t)
+    row = condition_row(s, "imp", k, level_at(s[s["variant"] == "imp"], level, density))
     if not row["has_pairs"]:
         raise NotRun(f"no IMP pairs at k = {k}, level {int(row['level'])}")
     stable = row["test_barrier_mean"] * 100 < threshold
     return flag(bool(stable and row["matching"]),
-                f"{'matching' if row['matching'] else 'not matching'} ({_acc(row)}), barrier "
+                f"{'matching' if row['matching'] else 'not matching'} ({acc_text(row)}), barrier "
                 f"{pct(100 * row['test_barrier_mean'])} %", int(row["n"]))
 
 
 def only_with_rewinding(t: Tables, level: int | str = "deepest",
                         density: float | None = None) -> Value:
     """Not matching at k = 0 and matching at some rewind step k > 0."""
-    s = _summary(t)
+    s = summary_table(t)
     imp = s[s["variant"] == "imp"]
     lvl = level_at(imp, level, density)
     at = imp[imp["level"] == lvl]
     if at["rewind_step"].max() <= 0:
         raise NotRun("IMP was not rewound to any k > 0 (prune.rewind_steps)")
-    k0 = _row(s, "imp", 0, lvl)
+    k0 = condition_row(s, "imp", 0, lvl)
     later = at[(at["rewind_step"] > 0) & at["matching"]]
     first = f"matching from k = {int(later['rewind_step'].min())}" if not later.empty else \
         "not matching at any k > 0"
     return flag(not k0["matching"] and not later.empty,
-                f"k = 0: {'matching' if k0['matching'] else 'not matching'} ({_acc(k0)}); "
+                f"k = 0: {'matching' if k0['matching'] else 'not matching'} ({acc_text(k0)}); "
                 f"{first}", int(k0["n"]))
 
 
 def baselines_never(t: Tables, column: str = "matching") -> Value:
     """Whether no random-pruning / reinit condition at k > 0 is ``column`` (matching or
     stable)."""
-    s = _summary(t)
+    s = summary_table(t)
     base = s[s["variant"].isin(["randprune", "reinit"]) & (s["rewind_step"] > 0)]
     if column == "stable":
         base = base[base["has_pairs"]]
@@ -260,7 +171,7 @@ def baselines_never(t: Tables, column: str = "matching") -> Value:
 
 def _ranges(t: Tables) -> pd.DataFrame:
     runs = t.need("runs", "no trained runs")
-    return summary.sparsity_ranges(runs, _test_pairs(t), 0.02)
+    return summary.sparsity_ranges(runs, test_pairs(t), 0.02)
 
 
 def stable_matching_coincide(t: Tables) -> Value:
@@ -271,7 +182,7 @@ def stable_matching_coincide(t: Tables) -> Value:
     if imp.empty:
         raise NotRun("no IMP pairs at pruned levels")
     row = imp.sort_values("level").iloc[-1]
-    ks = sorted(_test_pairs(t).query("variant == 'imp' and level == @row.level")["rewind_step"]
+    ks = sorted(test_pairs(t).query("variant == 'imp' and level == @row.level")["rewind_step"]
                 .unique())
     if len(ks) < 2:
         raise NotRun("IMP rewound to one k only (prune.rewind_steps)")
@@ -304,10 +215,37 @@ def matching_if_stable(t: Tables, threshold: float = 2.0) -> Value:
     if dense.mean >= threshold:
         raise NotComparable(f"the premise does not hold here: the dense network is not stable "
                             f"at k = 0 ({dense.text})")
-    s = _summary(t)
-    row = _row(s, "imp", 0, level_at(s[s["variant"] == "imp"], "deepest", None))
+    s = summary_table(t)
+    row = condition_row(s, "imp", 0, level_at(s[s["variant"] == "imp"], "deepest", None))
     return flag(bool(row["matching"]), f"{'matching' if row['matching'] else 'not matching'} "
-                f"({_acc(row)}); dense barrier {pct(dense.mean)} %", int(row["n"]))
+                f"({acc_text(row)}); dense barrier {pct(dense.mean)} %", int(row["n"]))
+
+
+def imp_minus_reinit(t: Tables, premise: str = "stable", threshold: float = 2.0) -> Value:
+    """IMP minus reinit test accuracy (points) at the deepest level at k = 0, where the dense
+    network is ``premise`` ("stable" or "unstable") at k = 0 (else ``NotComparable``)."""
+    dense = barrier(t)
+    if (dense.mean < threshold) != (premise == "stable"):
+        raise NotComparable(f"the premise does not hold here: the dense network is not "
+                            f"{premise} at k = 0 ({dense.text})")
+    s = summary_table(t)
+    lvl = level_at(s[s["variant"] == "imp"], "deepest", None)
+    imp, reinit = condition_row(s, "imp", 0, lvl), condition_row(s, "reinit", 0, lvl)
+    gap = float(imp["test_accuracy_mean"] - reinit["test_accuracy_mean"])
+    return Value(gap, f"IMP {pct(imp['test_accuracy_mean'])} ± {pct(imp['test_accuracy_std'])} "
+                 f"% vs reinit {pct(reinit['test_accuracy_mean'])} ± "
+                 f"{pct(reinit['test_accuracy_std'])} % at {100 * imp['density']:.3g} % "
+                 f"(gap {gap:+.2f} points; dense barrier {pct(dense.mean)} %)",
+                 float(reinit["test_accuracy_std"]), int(imp["n"]))
+
+
+def small_weight_overlap(t: Tables) -> Value:
+    """Fraction of the weights re-pruning without retraining would remove that IMP removes
+    after retraining (mean ± sd over chains and levels), with the chance overlap."""
+    sw = t.need("small_weights", "analyses.rounds is off")
+    v = mean_sd(sw["overlap"], unit="", what="chain levels")
+    return Value(v.mean, f"overlap {v.text.strip()}; chance {sw['chance'].mean():.3f}", v.sd,
+                 v.n)
 
 
 def _by_setting(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -347,7 +285,7 @@ def successive_iff_matching(t: Tables, threshold: float = 2.0) -> Value:
     majority over seeds); the claim holds when the two agree at every (k, level)."""
     s = t.need("successive", "analyses.successive is off")
     s = s[s["split"] == "test"]
-    s = s.assign(both=_truth(s["matching"]) & _truth(s["matching_next"]))
+    s = s.assign(both=truth(s["matching"]) & truth(s["matching_next"]))
     g = s.groupby(["rewind_step", "level"])
     connected = g["barrier"].mean() * 100 < threshold
     matching = g["both"].mean() >= 0.5
@@ -361,7 +299,7 @@ def successive_iff_matching(t: Tables, threshold: float = 2.0) -> Value:
 
 def perturbed_connected(t: Tables, max_scale: float = 1.0, threshold: float = 2.0) -> Value:
     p = t.need("perturb", "analyses.perturb_scales is empty")
-    p = p[(p["split"] == "test") & (p["scale"] <= max_scale) & _truth(p["matching_ref"])]
+    p = p[(p["split"] == "test") & (p["scale"] <= max_scale) & truth(p["matching_ref"])]
     if p.empty:
         raise NotRun(f"no perturbation with c <= {max_scale:g} from a matching solution")
     worst = 100 * p["barrier"].max()
@@ -371,7 +309,7 @@ def perturbed_connected(t: Tables, max_scale: float = 1.0, threshold: float = 2.
 
 def oneshot_magnitude_vs_random(t: Tables) -> Value:
     o = t.need("oneshot", "analyses.oneshot_steps is 0")
-    o = o[(o["split"] == "test") & _truth(o["matching"])]
+    o = o[(o["split"] == "test") & truth(o["matching"])]
     if o.empty:
         raise NotComparable("no one-shot prune of either method kept the solution matching")
     best = o.groupby(["method", "seed", "level"])["fraction"].max().groupby("method").mean()
@@ -384,5 +322,6 @@ def oneshot_magnitude_vs_random(t: Tables) -> Value:
 MEASURES: dict[str, Callable[..., Value]] = {f.__name__: f for f in (
     barrier, first_stable_k, dense_accuracy, accuracy_drop, control_gap, matching_down_to,
     stable_and_matching, only_with_rewinding, baselines_never, stable_matching_coincide, ranges,
-    matching_if_stable, sweep_gap, sweep_barrier, successive_iff_matching, perturbed_connected,
+    matching_if_stable, imp_minus_reinit, small_weight_overlap, sweep_gap, sweep_barrier,
+    successive_iff_matching, perturbed_connected,
     oneshot_magnitude_vs_random)}
