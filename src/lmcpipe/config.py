@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,16 @@ def _schema_check(validator, config: dict[str, Any], note: str = "") -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}{note}")
+        message = e.message
+        if e.validator == "pattern" and "description" in e.schema:  # say the rule, not a regex
+            message = f"{e.instance!r} is not allowed: {e.schema['description'].strip()}"
+        raise ConfigError(f"config key {_key(e.absolute_path)}: {message}{note}")
+
+
+def _name_rule(schema: dict[str, Any]) -> tuple[re.Pattern, str]:
+    """The pattern every experiment name matches (``$defs/name``) and its wording."""
+    name = schema["$defs"]["name"]
+    return re.compile(name["pattern"]), name["description"].strip()
 
 
 def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Experiment]:
@@ -136,6 +146,12 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     _schema_check(validator, config)
     sweeps = _expand_sweeps(config)
+    pattern, rule = _name_rule(schema)
+    for sweep, members in sweeps.items():  # names made of swept values: checked like others
+        for member in members:
+            if not pattern.match(member):
+                raise ConfigError(f"config key experiments.{sweep}.sweep: member name "
+                                  f"{member!r} is not allowed: {rule}")
     if sweeps:  # the swept values themselves
         _schema_check(validator, config, " (a value of a sweep)")
     experiments = {}

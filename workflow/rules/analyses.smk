@@ -28,10 +28,10 @@ rule successive:
     log:
         paths.fill(paths.CHAIN_LOG, name="successive_L{level}"),
     shell:
-        "python -m lmcpipe interpolate --hparams {params.hp} --interp {params.interp}"
-        " --copy1 {input.copy1} --copy2 {input.copy2} --out {output}"
-        " --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+        "python -m lmcpipe interpolate --hparams {params.hp:q} --interp {params.interp:q}"
+        " --copy1 {input.copy1:q} --copy2 {input.copy2:q} --out {output:q}"
+        " --threads {threads:q}"
+        " --device {resources.device:q} > {log:q} 2>&1"
 
 
 rule rounds:
@@ -50,10 +50,10 @@ rule rounds:
     log:
         paths.fill(paths.CHAIN_LOG, name="rounds"),
     shell:
-        "python -m lmcpipe rounds --rewind {input.rewind} --models {input.models}"
-        " --masks {input.masks} --fraction {params.fraction} --counting {params.counting}"
-        " --bins {params.bins}"
-        " --out-dir {params.out} > {log} 2>&1"
+        "python -m lmcpipe rounds --rewind {input.rewind:q} --models {input.models:q}"
+        " --masks {input.masks:q} --fraction {params.fraction:q} --counting {params.counting:q}"
+        " --bins {params.bins:q}"
+        " --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule curvature:
@@ -63,7 +63,7 @@ rule curvature:
         paths.CURVATURE,
     params:
         hp=train_hparams,
-        analyses=lambda w: quoted(to_json(exp_of(w).analyses)),
+        analyses=lambda w: to_json(exp_of(w).analyses),
         fraction=lambda w: exp_of(w).prune.fraction,
         counting=lambda w: exp_of(w).prune.counting,
         mask=mask_args,
@@ -78,11 +78,12 @@ rule curvature:
     log:
         paths.fill(paths.CHAIN_LOG, name="curvature_L{level}"),
     shell:
-        "python -m lmcpipe curvature --hparams {params.hp} --analyses {params.analyses}"
-        " --model {input.model} {params.mask} --fraction {params.fraction}"
-        " --counting {params.counting}"
-        " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level} --out {output}"
-        " --threads {threads} --device {resources.device} > {log} 2>&1"
+        "python -m lmcpipe curvature --hparams {params.hp:q} --analyses {params.analyses:q}"
+        " --model {input.model:q} {params.mask:q} --fraction {params.fraction:q}"
+        " --counting {params.counting:q}"
+        " --seed {wildcards.seed:q} --k {wildcards.k:q} --level {wildcards.level:q}"
+        " --out {output:q}"
+        " --threads {threads:q} --device {resources.device:q} > {log:q} 2>&1"
 
 
 # Paper C probes: the perturbed starts (perturb) and one-shot masks (oneshot) of one level, all
@@ -98,9 +99,9 @@ for _exp in EXPERIMENTS.values():
             output:
                 probe_setup_outputs(_exp, "perturb"),
             wildcard_constraints:
-                exp=_exp.name,
+                exp=re.escape(_exp.name),
             params:
-                scales=" ".join(f"{p.scale:g}" for p in probe_arms(_exp, "perturb")),
+                scales=[f"{p.scale:g}" for p in probe_arms(_exp, "perturb")],
                 mask=mask_args,
                 code=code_of("perturb"),
             threads: aux_threads
@@ -113,9 +114,10 @@ for _exp in EXPERIMENTS.values():
             log:
                 paths.fill(paths.PROBE_LOG, probe="perturb", name="start"),
             shell:
-                "python -m lmcpipe perturb --rewind {input.rewind} {params.mask}"
-                " --mask-next {input.mask_next} --scale {params.scales} --seed {wildcards.seed}"
-                " --k {wildcards.k} --level {wildcards.level} --out {output} > {log} 2>&1"
+                "python -m lmcpipe perturb --rewind {input.rewind:q} {params.mask:q}"
+                " --mask-next {input.mask_next:q} --scale {params.scales:q}"
+                " --seed {wildcards.seed:q} --k {wildcards.k:q} --level {wildcards.level:q}"
+                " --out {output:q} > {log:q} 2>&1"
 
     if plan.probes(_exp, "oneshot"):
 
@@ -127,12 +129,12 @@ for _exp in EXPERIMENTS.values():
             output:
                 probe_setup_outputs(_exp, "oneshot"),
             wildcard_constraints:
-                exp=_exp.name,
+                exp=re.escape(_exp.name),
             params:
                 fraction=lambda w: exp_of(w).prune.fraction,
                 counting=lambda w: exp_of(w).prune.counting,
-                methods=" ".join(p.method for p in probe_arms(_exp, "oneshot")),
-                steps=" ".join(str(p.steps) for p in probe_arms(_exp, "oneshot")),
+                methods=[p.method for p in probe_arms(_exp, "oneshot")],
+                steps=[p.steps for p in probe_arms(_exp, "oneshot")],
                 mask=mask_args,
                 code=code_of("oneshot-mask"),
             threads: aux_threads
@@ -145,11 +147,11 @@ for _exp in EXPERIMENTS.values():
             log:
                 paths.fill(paths.PROBE_LOG, probe="oneshot", name="masks"),
             shell:
-                "python -m lmcpipe oneshot-mask --model {input.model} {params.mask}"
-                " --fraction {params.fraction} --counting {params.counting}"
-                " --steps {params.steps} --method {params.methods}"
-                " --seed {wildcards.seed} --k {wildcards.k} --level {wildcards.level}"
-                " --out {output} > {log} 2>&1"
+                "python -m lmcpipe oneshot-mask --model {input.model:q} {params.mask:q}"
+                " --fraction {params.fraction:q} --counting {params.counting:q}"
+                " --steps {params.steps:q} --method {params.methods:q}"
+                " --seed {wildcards.seed:q} --k {wildcards.k:q} --level {wildcards.level:q}"
+                " --out {output:q} > {log:q} 2>&1"
 
 
 # The probe runs themselves and their paths: cohort rules in train.smk and interpolate.smk.
@@ -170,8 +172,9 @@ rule aggregate_analysis:
     log:
         paths.fill(paths.LOG, name="table_{table}"),
     shell:
-        "python -m lmcpipe aggregate-analysis --experiment {params.exp} --table {wildcards.table}"
-        " --out {output} > {log} 2>&1"
+        "python -m lmcpipe aggregate-analysis --experiment {params.exp:q}"
+        " --table {wildcards.table:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 use rule figure as figure_analysis with:

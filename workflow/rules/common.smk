@@ -2,6 +2,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -33,7 +34,7 @@ shell.prefix(
 
 
 wildcard_constraints:
-    exp="|".join(EXPERIMENTS),
+    exp="|".join(map(re.escape, EXPERIMENTS)),  # a name may hold "."
     seed=r"\d+",
     k=r"\d+",
     level=r"\d+",
@@ -41,7 +42,7 @@ wildcard_constraints:
     cp="[12]",
     variant="|".join(paths.VARIANTS),
     probe="|".join(paths.PROBES),
-    sweep="|".join(SWEEPS) or "(?!)",
+    sweep="|".join(map(re.escape, SWEEPS)) or "(?!)",
     arm=paths.ARM,
 
 
@@ -60,17 +61,21 @@ def exp_of(wildcards):
     return EXPERIMENTS[wildcards.exp]
 
 
-def quoted(text):
-    return shlex.quote(text)
+# Every value reaches a job's shell line as `{...:q}`: Snakemake quotes it (shlex.quote), each
+# element of a list on its own, and leaves out an empty one. So params hold plain values, never
+# pre-quoted text, and an optional flag is a list: [] or ["--flag", value] (``flag``).
+def flag(name, value):
+    """``[name, value]`` for a shell line's ``{params.x:q}``, or ``[]`` (no flag) when empty."""
+    return [name, str(value)] if value else []
 
 
 def train_hparams(wildcards):
     """TrainHParams JSON; as a param it reruns exactly the jobs whose training changed."""
-    return quoted(to_json(exp_of(wildcards).train))
+    return to_json(exp_of(wildcards).train)
 
 
 def interp_hparams(wildcards):
-    return quoted(to_json(exp_of(wildcards).interp))
+    return to_json(exp_of(wildcards).interp)
 
 
 # Every training job's input function needs the answer, and an unanswered ask waits out its 3 s
@@ -113,7 +118,7 @@ def run_model(exp, run):
 
 
 def mask_args(wildcards, input):
-    return f"--mask {input.mask}" if "mask" in input.keys() else ""
+    return flag("--mask", input.mask if "mask" in input.keys() else "")
 
 
 # --- cohorts (lmcpipe.plan): rules per (experiment, kind), in train.smk and interpolate.smk ---
@@ -263,7 +268,7 @@ def cohort_inputs(kind):
 
 def cohort_members(kind):
     """--members of a cohort job: a param, so changing the runs of a cohort reruns it."""
-    return lambda wildcards: quoted(json.dumps(_cohort_of(wildcards, kind)[2]))
+    return lambda wildcards: json.dumps(_cohort_of(wildcards, kind)[2])
 
 
 def cohort_start_step(kind):
@@ -299,7 +304,7 @@ def cohort_pair_inputs(kind):
 
 
 def cohort_pairs(kind):
-    return lambda wildcards: quoted(json.dumps(_cohort_pairs(wildcards, kind)))
+    return lambda wildcards: json.dumps(_cohort_pairs(wildcards, kind))
 
 
 def experiment_inputs(exp):
@@ -384,7 +389,7 @@ def sweep_values(name):
 def table_json(exp):
     """The experiment's JSON as a param of a table stage, ``threads`` neutralised: it sets how
     fast jobs run, not what they compute, so editing it reruns no table (and no figure)."""
-    return quoted(to_json(dataclasses.replace(exp, threads=1)))
+    return to_json(dataclasses.replace(exp, threads=1))
 
 
 def without_analyses(exp):

@@ -22,4 +22,5 @@ for _dataset in [name for name in DATASETS if download_targets(name, config["dat
         log:
             paths.DOWNLOAD_LOG.format(dataset=_dataset),
         shell:
-            "python -m lmcpipe download --dataset {params.dataset} --root {params.root} > {log} 2>&1"
+            "python -m lmcpipe download --dataset {params.dataset:q} --root {params.root:q}"
+            " > {log:q} 2>&1"

@@ -14,7 +14,7 @@ for _exp in EXPERIMENTS.values():
             output:
                 cohort_path_outputs(_exp, _kind),
             wildcard_constraints:
-                exp=_exp.name,
+                exp=re.escape(_exp.name),
                 k=COHORT_K[_kind],
                 level=cohort_level_constraint(_exp, _kind),
             params:
@@ -32,6 +32,7 @@ for _exp in EXPERIMENTS.values():
             log:
                 cohort_log(_kind, "interpolate"),
             shell:
-                "python -m lmcpipe interpolate-pairs --hparams {params.hp} --interp {params.interp}"
-                " --pairs {params.pairs} --threads {threads}"
-                " --device {resources.device} > {log} 2>&1"
+                "python -m lmcpipe interpolate-pairs --hparams {params.hp:q}"
+                " --interp {params.interp:q}"
+                " --pairs {params.pairs:q} --threads {threads:q}"
+                " --device {resources.device:q} > {log:q} 2>&1"

@@ -20,19 +20,18 @@ rule report_page:
     params:
         exp=lambda w: table_json(exp_of(w)),
         tables=lambda w: paths.tables_dir(w.exp),
-        figures=lambda w: ",".join(experiment_figures(exp_of(w))) or "''",
-        sweep="''",
-        members="'[]'",
+        figures=lambda w: flag("--figures", ",".join(experiment_figures(exp_of(w)))),
+        sweep=[],
+        members=[],
         code=code_of("report"),
     conda:
         ENV
     log:
         paths.fill(paths.REPORT_LOG, name="{exp}"),
     shell:
-        "python -m lmcpipe report --experiment {params.exp} --sweep {params.sweep}"
-        " --members {params.members} --tables {params.tables} --figures {params.figures}"
-        " --out {output.page} --claims-out {output.claims}"
-        " > {log} 2>&1"
+        "python -m lmcpipe report --experiment {params.exp:q} {params.sweep:q}"
+        " {params.members:q} --tables {params.tables:q} {params.figures:q}"
+        " --out {output.page:q} --claims-out {output.claims:q} > {log:q} 2>&1"
 
 
 use rule report_page as report_sweep_page with:
@@ -46,9 +45,9 @@ use rule report_page as report_sweep_page with:
     params:
         exp=lambda w: table_json(EXPERIMENTS[next(iter(SWEEPS[w.sweep]))]),
         tables=lambda w: paths.sweep_tables_dir(w.sweep),
-        figures=",".join(SWEEP_FIGURES),
-        sweep=lambda w: w.sweep,
-        members=lambda w: quoted(json.dumps(list(SWEEPS[w.sweep]))),
+        figures=flag("--figures", ",".join(SWEEP_FIGURES)),
+        sweep=lambda w: flag("--sweep", w.sweep),
+        members=lambda w: flag("--members", json.dumps(list(SWEEPS[w.sweep]))),
         code=code_of("report"),
     log:
         paths.fill(paths.REPORT_LOG, name="{sweep}"),
@@ -61,12 +60,12 @@ rule report_index:
     output:
         paths.REPORT_INDEX,
     params:
-        names=" ".join(report_names(config["all"])),
+        names=report_names(config["all"]),
         code=code_of("report-index"),
     conda:
         ENV
     log:
         paths.fill(paths.REPORT_LOG, name="index"),
     shell:
-        "python -m lmcpipe report-index --names {params.names} --claims {input.claims}"
-        " --out {output} > {log} 2>&1"
+        "python -m lmcpipe report-index --names {params.names:q} --claims {input.claims:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -25,7 +25,8 @@ rule prune:
     log:
         paths.PRUNE_LOG,
     shell:
-        "python -m lmcpipe prune --model {input.model} {params.mask} --fraction {params.fraction}"
-        " --counting {params.counting}"
-        " --level {wildcards.level} --out {output.imp} --random-out {output.random}"
-        " --seed {wildcards.seed} --k {wildcards.k} > {log} 2>&1"
+        "python -m lmcpipe prune --model {input.model:q} {params.mask:q}"
+        " --fraction {params.fraction:q}"
+        " --counting {params.counting:q}"
+        " --level {wildcards.level:q} --out {output.imp:q} --random-out {output.random:q}"
+        " --seed {wildcards.seed:q} --k {wildcards.k:q} > {log:q} 2>&1"

@@ -21,8 +21,8 @@ rule aggregate:
     log:
         paths.fill(paths.LOG, name="aggregate"),
     shell:
-        "python -m lmcpipe aggregate --experiment {params.exp} --out-dir {params.out}"
-        " --classes {params.classes} > {log} 2>&1"
+        "python -m lmcpipe aggregate --experiment {params.exp:q} --out-dir {params.out:q}"
+        " --classes {params.classes:q} > {log:q} 2>&1"
 
 
 # Paper A's figures of an experiment, as a PDF and as the PNG both reports show; the papers
@@ -45,5 +45,5 @@ rule figure:
     log:
         paths.fill(paths.LOG, name="figure_{figure}"),
     shell:
-        "python -m lmcpipe figure --name {wildcards.figure} --tables {params.tables}"
-        " --threshold {params.threshold} --out {output.pdf} --png {output.png} > {log} 2>&1"
+        "python -m lmcpipe figure --name {wildcards.figure:q} --tables {params.tables:q}"
+        " --threshold {params.threshold:q} --out {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"

@@ -14,8 +14,8 @@ rule sweep_table:
     output:
         [paths.fill(paths.SWEEP_TABLE, table=t) for t in paths.SWEEP_TABLES],
     params:
-        members=lambda w: quoted(json.dumps(sweep_values(w.sweep))),
-        settings=lambda w: quoted(json.dumps(SWEEPS[w.sweep])),
+        members=lambda w: json.dumps(sweep_values(w.sweep)),
+        settings=lambda w: json.dumps(SWEEPS[w.sweep]),
         out=lambda w: paths.sweep_tables_dir(w.sweep),
         root=lambda w: paths.TABLES_ROOT,
         code=code_of("sweep-table"),
@@ -24,9 +24,9 @@ rule sweep_table:
     log:
         paths.fill(paths.SWEEP_LOG, name="tables"),
     shell:
-        "python -m lmcpipe sweep-table --name {wildcards.sweep} --members {params.members}"
-        " --settings {params.settings}"
-        " --tables-root {params.root} --out-dir {params.out} > {log} 2>&1"
+        "python -m lmcpipe sweep-table --name {wildcards.sweep:q} --members {params.members:q}"
+        " --settings {params.settings:q}"
+        " --tables-root {params.root:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 use rule figure as sweep_figure with:

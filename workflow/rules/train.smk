@@ -18,7 +18,8 @@ rule init:
     log:
         paths.fill(paths.SEED_LOG, name="init"),
     shell:
-        "python -m lmcpipe init --hparams {params.hp} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "python -m lmcpipe init --hparams {params.hp:q} --seed {wildcards.seed:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule rewind:
@@ -42,10 +43,11 @@ rule rewind:
     log:
         paths.fill(paths.SEED_LOG, name="rewind_k{k}"),
     shell:
-        "python -m lmcpipe train --hparams {params.hp} --seed {wildcards.seed} --start {input.start}"
-        " --stop-step {wildcards.k} --order {params.order} --copy 1 --model-out {output}"
-        " --threads {threads}"
-        " --device {resources.device} > {log} 2>&1"
+        "python -m lmcpipe train --hparams {params.hp:q} --seed {wildcards.seed:q}"
+        " --start {input.start:q}"
+        " --stop-step {wildcards.k:q} --order {params.order:q} --copy 1 --model-out {output:q}"
+        " --threads {threads:q}"
+        " --device {resources.device:q} > {log:q} 2>&1"
 
 
 # --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.cohort) -----------
@@ -63,7 +65,7 @@ for _exp in EXPERIMENTS.values():
             output:
                 cohort_outputs(_exp, _kind),
             wildcard_constraints:
-                exp=_exp.name,
+                exp=re.escape(_exp.name),
                 k=COHORT_K[_kind],
                 level=cohort_level_constraint(_exp, _kind),
             params:
@@ -83,7 +85,7 @@ for _exp in EXPERIMENTS.values():
             log:
                 cohort_log(_kind, "train"),
             shell:
-                "python -m lmcpipe cohort --hparams {params.hp} --seed {wildcards.seed}"
-                " --start-step {params.start_step} --level {params.level}"
-                " --members {params.members} --stack {resources.stack} --threads {threads}"
-                " --device {resources.device} > {log} 2>&1"
+                "python -m lmcpipe cohort --hparams {params.hp:q} --seed {wildcards.seed:q}"
+                " --start-step {params.start_step:q} --level {params.level:q}"
+                " --members {params.members:q} --stack {resources.stack:q} --threads {threads:q}"
+                " --device {resources.device:q} > {log:q} 2>&1"
