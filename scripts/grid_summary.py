@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lmcpipe import config, paths
+from lmcpipe import config, csvfiles, paths
 
 TABLES = ("summary", "runs")
 
@@ -28,8 +28,8 @@ def summarise(names: list[str], root: Path) -> pd.DataFrame:
     """One row per (point, k): barrier mean/sd/n (%) and, at k = 0, the test error (%)."""
     rows = []
     for name in names:
-        summary = pd.read_csv(root / paths.table(name, "summary"))
-        runs = pd.read_csv(root / paths.table(name, "runs"))
+        summary = csvfiles.read(root / paths.table(name, "summary"))
+        runs = csvfiles.read(root / paths.table(name, "runs"))
         dense = summary[(summary["variant"] == "imp") & (summary["level"] == 0)]
         start = runs[(runs["variant"] == "imp") & (runs["level"] == 0) & (runs["rewind_step"] == 0)]
         for row in dense.sort_values("rewind_step").itertuples():
@@ -58,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grid_summary: no tables yet for {', '.join(sorted(set(missing)))}; build them "
               "with the --targets list first", file=sys.stderr)
         return 1
+    try:
+        table = summarise(names, args.root)
+    except csvfiles.DamagedTable as e:
+        print(f"grid_summary: {e}", file=sys.stderr)
+        return 1
     with pd.option_context("display.width", 200, "display.max_rows", None):
-        print(summarise(names, args.root).round(2).to_string(index=False))
+        print(table.round(2).to_string(index=False))
     return 0
 
 

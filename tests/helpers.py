@@ -70,3 +70,19 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cut_short(path: str | Path) -> None:
+    """Keep a CSV's header and the first half of its rows, as a full disk or an interrupted
+    copy leaves it."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    Path(path).write_text("".join(lines[: 1 + (len(lines) - 1) // 2]))
+
+
+def change_one_value(path: str | Path) -> None:
+    """Change the last digit of a CSV's middle row: the same rows, one wrong value."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    row = lines[len(lines) // 2]
+    i = max(j for j, c in enumerate(row) if c.isdigit())
+    lines[len(lines) // 2] = row[:i] + str((int(row[i]) + 1) % 10) + row[i + 1:]
+    Path(path).write_text("".join(lines))

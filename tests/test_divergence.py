@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lmcpipe import aggregate, atomic, cohort, models, train
+from lmcpipe.csvfiles import save_frame
 from lmcpipe.errors import Diverged
 from lmcpipe.figures import render
 from lmcpipe.hparams import to_json
@@ -96,7 +97,7 @@ def test_runs_at_chance_are_flagged_in_tables_and_figures(tmp_path):
     assert flagged["n_at_chance"].tolist() == [0, 1]
     assert set(flagged["density_of"]) == {"all_weights"}
 
-    runs.to_csv(tmp_path / "runs.csv", index=False)
+    save_frame(runs, tmp_path / "runs.csv")
     fig, ax = plt.subplots()
     ax.set_xlabel("weights remaining (%)")
     render.annotate(fig, tmp_path / "runs.csv")
@@ -106,7 +107,7 @@ def test_runs_at_chance_are_flagged_in_tables_and_figures(tmp_path):
                      "they are included"]
     plt.close(fig)
     clean = runs.assign(at_chance=False, density_of="prunable_weights")
-    clean.to_csv(tmp_path / "runs.csv", index=False)
+    save_frame(clean, tmp_path / "runs.csv")
     fig, ax = plt.subplots()
     ax.set_xlabel("weights remaining at level L+1 (%)")
     render.annotate(fig, tmp_path / "runs.csv")

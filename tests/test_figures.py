@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmcpipe.csvfiles import DamagedTable, save_frame
 from lmcpipe.figures import registry
 from lmcpipe.figures.render import render
 from lmcpipe.stages import figure as figure_stage
@@ -84,7 +85,7 @@ def write_tables(root: Path, baselines: tuple[str, ...] = ("randprune", "reinit"
     }
     for name, rows in (("runs", runs), ("paths", paths), ("instability", inst),
                        ("curves", curves)):
-        pd.DataFrame(rows)[cols[name]].to_csv(root / f"{name}.csv", index=False)
+        save_frame(pd.DataFrame(rows)[cols[name]], root / f"{name}.csv")
     return root
 
 
@@ -155,7 +156,7 @@ def test_missing_rows_raise_helpful_errors(tables: Path, tmp_path: Path) -> None
     root.mkdir()
     for name in ("paths", "instability", "runs"):
         df = pd.read_csv(tables / f"{name}.csv")
-        df[df["level"] > 0].to_csv(root / f"{name}.csv", index=False)
+        save_frame(df[df["level"] > 0], root / f"{name}.csv")
     with pytest.raises(ValueError, match=r"no dense pairs at k=0 in .*paths\.csv"):
         render("interp_k0", root)
     with pytest.raises(ValueError, match=r"no dense pairs .* in .*instability\.csv"):
@@ -171,9 +172,8 @@ def test_missing_rows_raise_helpful_errors(tables: Path, tmp_path: Path) -> None
 def test_missing_table_or_column(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="paths.csv"):
         render("interp_k0", tmp_path)
-    pd.DataFrame({"experiment": ["x"], "variant": ["imp"]}).to_csv(tmp_path / "runs.csv",
-                                                                   index=False)
-    with pytest.raises(ValueError, match="lacks columns"):
+    save_frame(pd.DataFrame({"experiment": ["x"], "variant": ["imp"]}), tmp_path / "runs.csv")
+    with pytest.raises(DamagedTable, match=r"runs\.csv is damaged \(no column "):
         render("imp", tmp_path)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmcpipe.csvfiles import DamagedTable, save_frame
 from lmcpipe.figures import chains, registry
 from lmcpipe.figures.render import render
 from lmcpipe.stages import figure as figure_stage
@@ -59,7 +60,7 @@ def write_tables(root: Path) -> Path:
              "n_pruned": 100, "examples": 512} for r in _rows(range(LEVELS))]
     for name, rows in [("successive", succ), ("angles", angles), ("thresholds", thr),
                        ("histograms", hist), ("small_weights", small), ("curvature", curv)]:
-        pd.DataFrame(rows).to_csv(root / f"{name}.csv", index=False)
+        save_frame(pd.DataFrame(rows), root / f"{name}.csv")
     return root
 
 
@@ -135,7 +136,7 @@ def test_missing_or_empty_table(name: str, tables: Path, tmp_path: Path) -> None
     with pytest.raises(FileNotFoundError, match=f"{name}.csv"):
         render(name, tmp_path, 0.02)
     header = pd.read_csv(tables / f"{name}.csv").iloc[:0]
-    header.to_csv(tmp_path / f"{name}.csv", index=False)
+    save_frame(header, tmp_path / f"{name}.csv")
     with pytest.raises(ValueError, match=f"{name}.csv"):
         render(name, tmp_path, 0.02)
     plt.close("all")
@@ -143,10 +144,10 @@ def test_missing_or_empty_table(name: str, tables: Path, tmp_path: Path) -> None
 
 def test_missing_column_and_no_split_rows(tables: Path, tmp_path: Path) -> None:
     df = pd.read_csv(tables / "successive.csv")
-    df.drop(columns="barrier").to_csv(tmp_path / "successive.csv", index=False)
-    with pytest.raises(ValueError, match=r"successive\.csv lacks columns \['barrier'\]"):
+    save_frame(df.drop(columns="barrier"), tmp_path / "successive.csv")
+    with pytest.raises(DamagedTable, match=r"successive\.csv is damaged \(no column barrier\)"):
         render("successive", tmp_path, 0.02)
-    df.assign(split="val").to_csv(tmp_path / "successive.csv", index=False)
+    save_frame(df.assign(split="val"), tmp_path / "successive.csv")
     with pytest.raises(ValueError, match="successive.csv"):
         render("successive", tmp_path, 0.02)
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lmcpipe import summary
+from lmcpipe.csvfiles import save_frame
 from lmcpipe.figures import paper_a_deepest, registry
 from lmcpipe.figures.render import render
 from lmcpipe.stages import figure as figure_stage
@@ -28,7 +29,7 @@ def _read_all(root: Path) -> dict[str, pd.DataFrame]:
 def _write_all(root: Path, frames: dict[str, pd.DataFrame]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, df in frames.items():
-        df.to_csv(root / f"{name}.csv", index=False)
+        save_frame(df, root / f"{name}.csv")
     return root
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmcpipe import paths
+from lmcpipe.csvfiles import save_frame
 from lmcpipe.figures import probes, registry
 from lmcpipe.figures.render import render
 from lmcpipe.stages import figure as figure_stage
@@ -64,7 +66,7 @@ def write_tables(root: Path, curvature: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tables = [("perturb", perturb), ("oneshot", oneshot)] + [("curvature", curv)] * curvature
     for name, rows in tables:
-        pd.DataFrame(rows).to_csv(root / f"{name}.csv", index=False)
+        save_frame(pd.DataFrame(rows), root / f"{name}.csv")
     return root
 
 
@@ -152,14 +154,15 @@ def test_max_prune_panels(tables: Path, tmp_path: Path) -> None:
         plt.close(fig)
     bare = tmp_path / "no_curvature"
     bare.mkdir()
-    shutil.copy(tables / "oneshot.csv", bare)
+    for name in ("oneshot.csv", paths.check_file("oneshot.csv")):  # a table and its check
+        shutil.copy(tables / name, bare)
     fig = render("max_prune", bare, 0.02)
     try:
         assert _titles(fig) == ["(a) p* per level", "(c) re-pruning without retraining"]
     finally:
         plt.close(fig)
     df = pd.read_csv(tables / "oneshot.csv")
-    df[df["steps"] != 2].to_csv(bare / "oneshot.csv", index=False)
+    save_frame(df[df["steps"] != 2], bare / "oneshot.csv")
     fig = render("max_prune", bare, 0.02)
     try:
         assert _titles(fig) == ["(a) p* per level"]
@@ -177,10 +180,10 @@ def test_missing_or_empty_table(name: str, table: str, tables: Path, tmp_path: P
     with pytest.raises(FileNotFoundError, match=f"{table}.csv"):
         render(name, tmp_path, 0.02)
     df = pd.read_csv(tables / f"{table}.csv")
-    df.iloc[:0].to_csv(tmp_path / f"{table}.csv", index=False)
+    save_frame(df.iloc[:0], tmp_path / f"{table}.csv")
     with pytest.raises(ValueError, match=f"{table}.csv"):
         render(name, tmp_path, 0.02)
-    df.assign(split="val").to_csv(tmp_path / f"{table}.csv", index=False)
+    save_frame(df.assign(split="val"), tmp_path / f"{table}.csv")
     with pytest.raises(ValueError, match=f"{table}.csv"):
         render(name, tmp_path, 0.02)
     plt.close("all")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmcpipe.csvfiles import save_frame
 from lmcpipe.figures import registry, sweep
 from lmcpipe.figures.render import render
 from lmcpipe.stages import figure as figure_stage
@@ -51,8 +52,8 @@ def write_tables(root: Path, swept: dict[str, tuple], epochs: bool = False) -> P
                                  "barrier": b, "max_error": err + b, "endpoint_error": err,
                                  "stable": b < 0.02})
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(runs).to_csv(root / "sweep_runs.csv", index=False)
-    pd.DataFrame(inst).to_csv(root / "sweep_instability.csv", index=False)
+    save_frame(pd.DataFrame(runs), root / "sweep_runs.csv")
+    save_frame(pd.DataFrame(inst), root / "sweep_instability.csv")
     return root
 
 
@@ -169,13 +170,13 @@ def test_missing_and_empty_tables(name: str, table: str, two_keys: Path,
         render(name, tmp_path / "nothing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    pd.read_csv(two_keys / f"{table}.csv").iloc[:0].to_csv(empty / f"{table}.csv", index=False)
+    save_frame(pd.read_csv(two_keys / f"{table}.csv").iloc[:0], empty / f"{table}.csv")
     with pytest.raises(ValueError, match=table):
         render(name, empty)
     only_reinit = tmp_path / "reinit"
     only_reinit.mkdir()
     df = pd.read_csv(two_keys / f"{table}.csv")
-    df[df["variant"] == "reinit"].to_csv(only_reinit / f"{table}.csv", index=False)
+    save_frame(df[df["variant"] == "reinit"], only_reinit / f"{table}.csv")
     with pytest.raises(ValueError, match=table):
         render(name, only_reinit)
 

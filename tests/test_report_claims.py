@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from lmcpipe import models, paths, summary
+from lmcpipe.csvfiles import save_frame
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.figures import registry
 from lmcpipe.hparams import TrainHParams
@@ -45,10 +46,9 @@ def write_tables(directory: Path, barriers: dict[tuple[str, int, int], list[floa
                              "order": 0, "split": split, "barrier": b})
     runs, inst = pd.DataFrame(runs), pd.DataFrame(inst)
     directory.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(directory / paths.table_file("runs"), index=False)
-    inst.to_csv(directory / paths.table_file("instability"), index=False)
-    summary.summarise(runs, inst, 0.02).to_csv(directory / paths.table_file("summary"),
-                                               index=False)
+    save_frame(runs, directory / paths.table_file("runs"))
+    save_frame(inst, directory / paths.table_file("instability"))
+    save_frame(summary.summarise(runs, inst, 0.02), directory / paths.table_file("summary"))
     return measures.Tables(directory)
 
 
@@ -192,11 +192,11 @@ def test_successive_levels_connected_iff_matching(tmp_path):
             rows.append({"experiment": "x", "seed": seed, "rewind_step": 0, "level": level,
                          "split": "test", "barrier": bar, "matching": True,
                          "matching_next": match})
-    pd.DataFrame(rows).to_csv(tmp_path / "successive.csv", index=False)
+    save_frame(pd.DataFrame(rows), tmp_path / "successive.csv")
     row = claims.judge(by_id("C.successive_iff_matching"), subject(), measures.Tables(tmp_path))
     assert row.verdict == claims.HOLDS and "agree at 3 of 3" in row.value.text
     rows[-1]["barrier"] = rows[-2]["barrier"] = 0.001  # connected but not matching
-    pd.DataFrame(rows).to_csv(tmp_path / "successive.csv", index=False)
+    save_frame(pd.DataFrame(rows), tmp_path / "successive.csv")
     row = claims.judge(by_id("C.successive_iff_matching"), subject(), measures.Tables(tmp_path))
     assert row.verdict == claims.FAILS and "agree at 2 of 3" in row.value.text
 

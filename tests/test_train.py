@@ -377,7 +377,7 @@ def test_killed_run_resumes_bit_for_bit(data_root, tmp_path):
     assert pd.read_csv(out / "metrics.csv")["step"].tolist() == [0, 0, 100, 100, 400, 400,
                                                                  600, 600]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "metrics.csv", "model.pt", "model.run.json"]
+        "metrics.check.json", "metrics.csv", "model.pt", "model.run.json"]
     # the record counts the steps trained after the resume, and where it resumed
     record = provenance.read_record(model_file)
     assert (record["resumed_at"], record["steps"]) == (resumed_at, hp.steps - resumed_at)

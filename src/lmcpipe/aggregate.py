@@ -27,6 +27,7 @@ import pandas as pd
 from lmcpipe import atomic, paths, plan, provenance
 from lmcpipe.barrier import barrier
 from lmcpipe.hparams import DENSITY_OF, Experiment
+from lmcpipe.run_tables import read_metrics, read_path
 from lmcpipe.summary import KEYS
 
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
@@ -66,7 +67,7 @@ def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
         ident = {"experiment": exp.name, **asdict(run), "density": _density(exp, run, densities),
                  "density_of": density_of}
         ident["rewind_step"] = ident.pop("k")
-        metrics = pd.read_csv(Path(run.dir(exp)) / paths.METRICS)
+        metrics = read_metrics(exp, f"{run.dir(exp)}/{paths.METRICS}", plan.start_step(run))
         curves.append(metrics.assign(**ident))
         final = metrics[metrics["step"] == metrics["step"].max()].set_index("split")
         chance[run.dir(exp)] = bool(final.loc["test", "error"] >= chance_error(classes))
@@ -80,7 +81,7 @@ def tables(exp: Experiment, classes: int = 10) -> dict[str, pd.DataFrame]:
                  "density": _density(exp, pair.copy(1), densities), "density_of": density_of,
                  "order": pair.order, "bn_mode": exp.interp.bn_mode,
                  "at_chance": any(chance[pair.copy(c).dir(exp)] for c in (1, 2))}
-        path = pd.read_csv(plan.path_file(exp, pair))
+        path = read_path(exp, plan.path_file(exp, pair))
         path_frames.append(path.assign(**ident))
         b = barrier(path).assign(**ident)
         inst_frames.append(b.assign(stable=b["barrier"] < exp.interp.threshold))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lmcpipe import atomic, paths, plan
+from lmcpipe import atomic, csvfiles, paths, plan
 from lmcpipe.barrier import barrier
 from lmcpipe.hparams import Experiment
+from lmcpipe.run_tables import read_metrics, read_path
 
 SUCCESSIVE_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density", "density_next",
                       "split", "barrier", "max_error", "endpoint_error", "error", "error_next",
@@ -36,7 +37,7 @@ def successive_table(exp: Experiment) -> pd.DataFrame:
         density = _densities(exp, s, k)
         dense: dict[str, float] = {}
         for lvl in range(exp.prune.levels):
-            path = pd.read_csv(paths.successive(exp.name, s, k, lvl))
+            path = read_path(exp, paths.successive(exp.name, s, k, lvl))
             ends = path.sort_values("alpha").groupby("split")["error"]
             err_l, err_next = ends.last(), ends.first()  # alpha 1 = θ_L, alpha 0 = θ_{L+1}
             if lvl == 0:
@@ -64,19 +65,20 @@ ONESHOT_COLUMNS = ["experiment", "seed", "rewind_step", "level", "density_source
                    "matching", "connected", "bn_mode"]
 
 
-def final_errors(metrics_file: str) -> dict[str, float]:
-    """{split: error} at the last step of a run's metrics."""
-    m = pd.read_csv(metrics_file)
+def final_errors(exp: Experiment, seed: int, k: int, lvl: int) -> dict[str, float]:
+    """{split: error} at the last step of the metrics of a chain's level ``lvl`` (the dense
+    run from step 0 at level 0, a run from k above)."""
+    m = read_metrics(exp, plan.chain_metrics(exp, seed, k, lvl), k if lvl else 0)
     return m[m["step"] == m["step"].max()].set_index("split")["error"].to_dict()
 
 
 def _probe_rows(exp: Experiment, kind: str):
     """(probe, barrier row, probe error, reference error, dense error, split) per probe/split."""
     for p in plan.probes(exp, kind):
-        path = pd.read_csv(f"{p.dir(exp)}/{paths.PATH_FILE}")
+        path = read_path(exp, f"{p.dir(exp)}/{paths.PATH_FILE}")
         ends = path.sort_values("alpha").groupby("split")["error"]
         err_probe, err_ref = ends.last(), ends.first()  # alpha 1 = the probe run
-        dense = final_errors(plan.chain_metrics(exp, p.seed, p.k, 0))
+        dense = final_errors(exp, p.seed, p.k, 0)
         for b in barrier(path).itertuples():
             yield p, b, err_probe[b.split], err_ref[b.split], dense[b.split]
 
@@ -104,7 +106,7 @@ def oneshot_table(exp: Experiment) -> pd.DataFrame:
     for p, b, err, source, dense in _probe_rows(exp, "oneshot"):
         mask = atomic.load_torch(f"{p.dir(exp)}/{paths.MASK_FILE}")
         deeper = p.level + p.steps
-        imp = (final_errors(plan.chain_metrics(exp, p.seed, p.k, deeper))[b.split]
+        imp = (final_errors(exp, p.seed, p.k, deeper)[b.split]
                if deeper <= exp.prune.levels else float("nan"))
         rows.append({
             "experiment": exp.name, "seed": p.seed, "rewind_step": p.k, "level": p.level,
@@ -134,7 +136,7 @@ def analysis_table(exp: Experiment, table: str) -> pd.DataFrame:
         files = ([paths.curvature(exp.name, s, k, lvl) for lvl in range(exp.prune.levels + 1)]
                  if table == "curvature" else [paths.rounds_table(exp.name, s, k, table)])
         for f in files:
-            frame = pd.read_csv(f)
+            frame = csvfiles.read(f)
             frame.insert(0, "rewind_step", k)
             frame.insert(0, "seed", s)
             frame.insert(0, "experiment", exp.name)

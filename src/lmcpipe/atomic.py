@@ -6,7 +6,6 @@ crash or a SIGKILL never leaves a half-written file under a name that looks fini
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from collections.abc import Callable
@@ -77,20 +76,3 @@ def save_text(text: str, path: str | os.PathLike) -> None:
             f.write(text)
 
     write_atomic(path, write)
-
-
-def save_rows(rows: list[dict], columns: list[str], path: str | os.PathLike) -> None:
-    """Write dict rows as CSV (without importing pandas, which costs a training job ~0.5 s)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomic(path, write)
-
-
-def save_frame(frame, path: str | os.PathLike) -> None:
-    """Write a pandas DataFrame as CSV, atomically."""
-    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmcpipe import atomic, data, masks, models, paths, provenance, stacked
+from lmcpipe import atomic, csvfiles, data, masks, models, paths, provenance, stacked
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.train import model_record, run_fingerprint, start_model, train
@@ -159,7 +159,7 @@ def write_members(hp: TrainHParams, members: list[Member],
     template = models.build(hp.model, hp.dataset)
     for m, (state, rows) in zip(members, results, strict=True):
         template.load_state_dict(state)
-        atomic.save_rows(rows, METRIC_COLUMNS, m.metrics_out)
+        csvfiles.save_rows(rows, METRIC_COLUMNS, m.metrics_out)
         atomic.save_torch(model_record(template, hp.model, hp.steps), m.model_out)
     for m in members:
         if os.path.exists(paths.partial_file(m.model_out)):

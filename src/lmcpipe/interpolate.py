@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, models, provenance
+from lmcpipe import atomic, csvfiles, data, models, provenance
 from lmcpipe.barrier import barrier
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import InterpHParams, TrainHParams
@@ -105,7 +105,7 @@ def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str,
                 for c in ("copy1", "copy2"))
         path = interpolate(model, a, b, dataset, ip.alphas, hp.eval_train_examples, ip.bn_mode,
                            ip.bn_batches, hp.batch_size)
-        atomic.save_frame(path, pair["out"])
+        csvfiles.save_frame(path, pair["out"])
         provenance.write_record(pair["out"], provenance.record(
             "interpolate", device, job_start, time.perf_counter() - began))
         print(pair["out"] + ": " + ", ".join(

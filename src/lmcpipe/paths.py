@@ -254,3 +254,14 @@ def record_file(artifact: str) -> str:
     directory, slash, name = str(artifact).rpartition("/")
     stem, dot, _ = name.rpartition(".")
     return directory + slash + (stem if dot and stem else name) + RECORD
+
+
+# --- check records: a CSV artifact's checksum, rows and columns (``lmcpipe.csvfiles``) --------
+CHECK = ".check.json"
+
+
+def check_file(table: str) -> str:
+    """Check record of a CSV artifact, beside it: ``.../dense/metrics.csv`` ->
+    ``.../dense/metrics.check.json``, ``results/tables/x/runs.csv`` -> ``.../runs.check.json``."""
+    directory, slash, name = str(table).rpartition("/")
+    return directory + slash + name.removesuffix(".csv") + CHECK

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmcpipe import paths
+from lmcpipe import csvfiles, paths
 
 TABLES = paths.SWEEP_SOURCES  # sweep table -> the members' table it gathers
 
@@ -31,7 +31,7 @@ def sweep_tables(name: str, members: dict[str, dict], tables_root: str = paths.T
     for table, source in TABLES.items():
         frames = []
         for member, values in members.items():
-            frame = pd.read_csv(Path(tables_root) / member / paths.table_file(source))
+            frame = csvfiles.read(Path(tables_root) / member / paths.table_file(source))
             if source == "runs":
                 frame = frame[frame["copy"] == 1]
             written = (settings or members)[member]

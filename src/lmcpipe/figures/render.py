@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lmcpipe import paths
+from lmcpipe import csvfiles, paths
 from lmcpipe.figures import registry
 
 DENSITY_TEXT = {"all_weights": "all conv/linear weights", "prunable_weights": "prunable weights"}
@@ -37,7 +36,7 @@ def annotate(fig: Figure, runs_csv: Path) -> None:
     """
     if not runs_csv.exists():  # a sweep's figures: its members' tables say it
         return
-    runs = pd.read_csv(runs_csv)
+    runs = csvfiles.read(runs_csv)
     bases = set(runs["density_of"]) if "density_of" in runs else set()
     if len(bases) == 1:
         basis = DENSITY_TEXT.get(bases.pop())

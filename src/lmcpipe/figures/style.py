@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from lmcpipe import paths  # noqa: E402
+from lmcpipe import csvfiles, paths  # noqa: E402
 from lmcpipe.summary import LABELS  # noqa: E402
 
 SPLITS = ("train", "test")  # panel and hue order; a figure that wants another says so
@@ -43,11 +43,7 @@ def read_table(tables_dir: Path, name: str, columns: list[str]) -> tuple[pd.Data
     path = Path(tables_dir) / paths.table_file(name)
     if not path.exists():
         raise FileNotFoundError(f"missing table {path} (written by `lmcpipe aggregate`)")
-    df = pd.read_csv(path)
-    missing = sorted(set(columns) - set(df.columns))
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}")
-    return df, path
+    return csvfiles.read(path, columns), path
 
 
 def require_rows(df: pd.DataFrame, path: Path, what: str) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from lmcpipe import paths
-from lmcpipe.atomic import save_frame, save_text
+from lmcpipe import csvfiles, paths
+from lmcpipe.atomic import save_text
 from lmcpipe.figures import registry
 from lmcpipe.provenance import commit, version
 from lmcpipe.report import claims as claims_mod
@@ -115,7 +115,7 @@ def write_page(subject: claims_mod.Subject, tables_dir: str, page: str, claims_c
         members=[{"name": m, "href": _rel(paths.report_page(m), page)} for m in members],
         tables=_rel(tables_dir, page))
     save_text(html, page)
-    save_frame(claim_frame(subject, rows), claims_csv)
+    csvfiles.save_frame(claim_frame(subject, rows), claims_csv)
     return rows
 
 
@@ -125,7 +125,7 @@ def write_index(names: list[str], claims_files: list[str], out: str, built_from:
     entries, total = [], {v: 0 for v in claims_mod.VERDICTS}
     frames = []
     for name, f in zip(names, claims_files, strict=True):
-        frame = pd.read_csv(f, keep_default_na=False)
+        frame = csvfiles.read(f, ["verdict", "scope"], keep_default_na=False)
         counts = {v: int((frame["verdict"] == v).sum()) for v in claims_mod.VERDICTS}
         for v, n in counts.items():
             total[v] += n

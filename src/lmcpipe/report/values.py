@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmcpipe import paths
+from lmcpipe import csvfiles, paths
 
 DENSITY_FACTOR = 1.15  # a level "at" density d lies within this factor of d
 
@@ -48,7 +48,7 @@ class Tables:
     def get(self, name: str) -> pd.DataFrame | None:
         if name not in self._cache:
             f = self.directory / paths.table_file(name)
-            self._cache[name] = pd.read_csv(f) if f.exists() else None
+            self._cache[name] = csvfiles.read(f) if f.exists() else None
         return self._cache[name]
 
     def need(self, name: str, what: str) -> pd.DataFrame:

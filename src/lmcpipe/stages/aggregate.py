@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmcpipe import aggregate, atomic, paths
+from lmcpipe import aggregate, csvfiles, paths
 from lmcpipe.hparams import experiment_from_json
 from lmcpipe.summary import summarise, table2
 
@@ -28,13 +28,13 @@ def main(args: argparse.Namespace) -> None:
     out = Path(args.out_dir)
     frames = aggregate.tables(exp, args.classes)
     for name, frame in frames.items():
-        atomic.save_frame(frame, out / paths.table_file(name))
+        csvfiles.save_frame(frame, out / paths.table_file(name))
     runs, inst = frames["runs"], frames["instability"]
     frames["summary"] = aggregate.with_flags(summarise(runs, inst, exp.interp.threshold), runs,
                                              exp)
-    atomic.save_frame(frames["summary"], out / paths.table_file("summary"))
+    csvfiles.save_frame(frames["summary"], out / paths.table_file("summary"))
     frames["table2"] = aggregate.with_flags(table2(runs, inst, exp.interp.threshold), runs, exp)
-    atomic.save_frame(frames["table2"], out / paths.table_file("table2"))
+    csvfiles.save_frame(frames["table2"], out / paths.table_file("table2"))
     flagged = runs[runs["at_chance"].astype(bool)]
     if len(flagged):
         print(f"warning: {len(flagged)} of {len(runs)} runs ended at chance error "

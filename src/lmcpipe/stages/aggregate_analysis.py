@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmcpipe import analysis_tables, atomic, paths
+from lmcpipe import analysis_tables, csvfiles, paths
 from lmcpipe.hparams import experiment_from_json
 
 
@@ -20,5 +20,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     frame = analysis_tables.analysis_table(experiment_from_json(args.experiment), args.table)
-    atomic.save_frame(frame, args.out)
+    csvfiles.save_frame(frame, args.out)
     print(f"wrote {args.out}: {len(frame)} rows")

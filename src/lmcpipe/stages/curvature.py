@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 import torch
 
-from lmcpipe import atomic, curvature, data, masks, models
+from lmcpipe import atomic, csvfiles, curvature, data, masks, models
 from lmcpipe.devices import pick_device
 from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
 
@@ -41,6 +41,6 @@ def main(args: argparse.Namespace) -> None:
     row = curvature.curvature_row(model, dataset, masks.load(args.mask), ap, hp.batch_size,
                                   args.fraction, args.seed, args.k, args.level, args.counting,
                                   masks.frozen_count(record, args.counting))
-    atomic.save_frame(pd.DataFrame([row], columns=curvature.CURVATURE_COLUMNS), args.out)
+    csvfiles.save_frame(pd.DataFrame([row], columns=curvature.CURVATURE_COLUMNS), args.out)
     print(", ".join(f"{c} {row[c]:.4g}" for c in ("density", "top_eigenvalue", "trace",
                                                    "quad_magnitude", "quad_random")))

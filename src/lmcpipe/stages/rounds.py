@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lmcpipe import atomic, masks, paths, rounds
+from lmcpipe import atomic, csvfiles, masks, paths, rounds
 
 
 def _weights(record: dict) -> dict[str, torch.Tensor]:
@@ -52,5 +52,5 @@ def main(args: argparse.Namespace) -> None:
     tables = tables_from_files(args.rewind, args.models, args.masks, args.fraction, args.bins,
                                args.counting)
     for name, frame in tables.items():
-        atomic.save_frame(frame, str(Path(args.out_dir) / paths.table_file(name)))
+        csvfiles.save_frame(frame, str(Path(args.out_dir) / paths.table_file(name)))
     print(f"wrote {', '.join(tables)} to {args.out_dir}")

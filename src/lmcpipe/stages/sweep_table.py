@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmcpipe import atomic, paths, sweep
+from lmcpipe import csvfiles, paths, sweep
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,5 +28,5 @@ def main(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings) if args.settings else None
     tables = sweep.sweep_tables(args.name, json.loads(args.members), args.tables_root, settings)
     for table, frame in tables.items():
-        atomic.save_frame(frame, str(Path(args.out_dir) / paths.table_file(table)))
+        csvfiles.save_frame(frame, str(Path(args.out_dir) / paths.table_file(table)))
     print(f"wrote {', '.join(tables)} of sweep {args.name} to {args.out_dir}")

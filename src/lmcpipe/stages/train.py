@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lmcpipe import atomic, data, masks, paths, provenance
+from lmcpipe import atomic, csvfiles, data, masks, paths, provenance
 from lmcpipe.devices import pick_device
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams, from_json
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
     wall_s = time.perf_counter() - began
     stop = hp.steps if args.stop_step is None else args.stop_step
     if args.metrics_out:
-        atomic.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)
+        csvfiles.save_rows(rows, ["step", "split", "loss", "error"], args.metrics_out)
     atomic.save_torch(model_record(model, hp.model, stop), args.model_out)
     if os.path.exists(resume):
         os.unlink(resume)
