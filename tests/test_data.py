@@ -8,15 +8,17 @@ import re
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lmcpipe import data
+from lmcpipe import data, provenance
 from lmcpipe.data import DATASETS, IDX_FILES, DataError, idx, read_idx
 from lmcpipe.data.testing import write_idx
-from tests.helpers import GZIPPED, N_TEST, N_TRAIN, file_name, write_dataset
+from lmcpipe.hparams import to_json
+from tests.helpers import GZIPPED, N_TEST, N_TRAIN, file_name, tiny_hparams, write_dataset
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -106,6 +108,65 @@ def test_locate_skips_an_incomplete_folder(tmp_path):
     files = data.locate("mnist", root)
     assert files is not None
     assert {p.parent for p in files.values()} == {root / "MNIST" / "raw"}
+
+
+# --- which copy was read (Data.source, Data.note, the records) -------------------------------
+def _partial_root(tmp_path) -> Path:
+    """A data root whose ``fashion_mnist/`` lacks its test labels, with a complete copy in
+    torchvision's layout under it (``FashionMNIST/raw``), found next."""
+    root = tmp_path / "root"
+    write_dataset(root / "fashion_mnist")
+    (root / "fashion_mnist" / file_name("test_y")).unlink()
+    write_dataset(root / "FashionMNIST" / "raw", seed=3)
+    return root
+
+
+def test_a_partial_folder_passed_over_is_said_and_kept(tmp_path, capsys):
+    root = _partial_root(tmp_path)
+    expected = (f"{root}/fashion_mnist/ lacks t10k-labels-idx1-ubyte[.gz]; "
+                f"using {root}/FashionMNIST/raw")
+    assert data.note("fashion_mnist", root) == expected
+    loaded = data.load("fashion_mnist", root)
+    assert loaded.source == str((root / "FashionMNIST" / "raw").resolve())
+    assert loaded.note == expected
+    assert capsys.readouterr().err == f"lmcpipe: fashion_mnist: {expected}\n"
+
+
+def test_the_data_roots_own_folder_has_no_note(data_root, dataset, capsys):
+    assert data.note("fashion_mnist", data_root) == ""
+    assert dataset.source == str((data_root / "fashion_mnist").resolve())
+    assert dataset.note == ""
+    assert data.load("fashion_mnist", data_root).note == ""
+    assert capsys.readouterr().err == ""
+
+
+def test_missing_message_names_what_a_partial_folder_lacks(tmp_path):
+    root = tmp_path / "root"
+    write_dataset(root / "mnist")
+    for key in ("train_x", "test_y"):
+        (root / "mnist" / file_name(key)).unlink()
+    assert data.find("mnist", root) is None
+    assert data.missing_message("mnist", root).endswith(
+        f"({root}/mnist/ lacks train-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])")
+
+
+def test_train_log_and_record_say_which_copy_trained_the_run(tmp_path):
+    """The real stage: its log (stderr) and its run record name the copy read and why."""
+    root = _partial_root(tmp_path)
+    init, model = tmp_path / "init.pt", tmp_path / "run" / "model.pt"
+    hp = to_json(tiny_hparams(root, steps=2, eval_steps=(), checkpoint_every=0))
+    lmcpipe = [sys.executable, "-m", "lmcpipe"]
+    subprocess.run([*lmcpipe, "init", "--hparams", hp, "--seed", "0", "--out", str(init)],
+                   check=True, capture_output=True, timeout=120)
+    done = subprocess.run([*lmcpipe, "train", "--hparams", hp, "--seed", "0", "--start",
+                           str(init), "--order", "0", "--model-out", str(model)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    note = f"{root}/fashion_mnist/ lacks t10k-labels-idx1-ubyte[.gz]; using {root}/FashionMNIST/raw"
+    assert f"lmcpipe: fashion_mnist: {note}" in done.stderr.splitlines()
+    record = provenance.read_record(model)
+    assert record["data_source"] == str((root / "FashionMNIST" / "raw").resolve())
+    assert record["data_note"] == note
 
 
 def _corrupt_copy(tmp_path, key, transform):

@@ -41,7 +41,9 @@ STACK_DEFAULTS = {"cpu": 1, "cuda": 16}  # members per stacked step when resourc
 
 @dataclass(frozen=True)
 class Member:
-    """One run of a cohort: where it starts, its mask, its data-order stream, where it goes."""
+    """One run of a cohort: where it starts, its mask, its data-order stream, where it goes.
+    Also the schema of ``lmcpipe cohort --members`` (a JSON list of these, checked field by
+    field while the flags are parsed: ``hparams.JsonFlag``)."""
 
     order: int
     copy: int
@@ -50,11 +52,6 @@ class Member:
     start: str = ""  # W_k artifact; empty: the random-reinit baseline's fresh init
     mask: str = ""
     references: tuple[str, ...] = field(default=())
-
-
-def members_from_json(text: str) -> list[Member]:
-    items = json.loads(text)
-    return [Member(**{**m, "references": tuple(m.get("references", ()))}) for m in items]
 
 
 def default_stack(device: torch.device) -> int:
@@ -167,10 +164,12 @@ def write_members(hp: TrainHParams, members: list[Member],
 
 
 def write_records(members: list[Member], stats: list[dict], device: torch.device,
-                  job_start: float) -> None:
+                  job_start: float, dataset: data.Data) -> None:
     """Every member's provenance record (stage "cohort"), after ``write_members``: a record is
-    never written before its model.pt."""
+    never written before its model.pt. ``dataset``: what they trained on (its source folder
+    goes into each record: ``provenance.data_fields``)."""
     for m, s in zip(members, stats, strict=True):
         wall_s = s.get("wall_s")
         provenance.write_record(m.model_out, provenance.record(
-            "cohort", device, job_start, wall_s, **provenance.training_fields(s, wall_s)))
+            "cohort", device, job_start, wall_s, **provenance.training_fields(s, wall_s),
+            **provenance.data_fields(dataset)))

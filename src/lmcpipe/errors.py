@@ -1,5 +1,9 @@
 """Errors whose message is the whole story: ``lmcpipe.cli.main`` prints them as one line.
 
+A user's mistake (a bad flag value: ``InputError``), a damaged or missing dataset
+(``lmcpipe.data.DataError``) and a diverged run are ``StageError``s: one line on stderr, no
+traceback. Anything else is a bug and keeps its traceback.
+
 Kept free of torch and of other lmcpipe modules, so the CLI can catch them before a stage's
 heavy imports.
 """
@@ -9,6 +13,12 @@ from __future__ import annotations
 
 class StageError(Exception):
     """A failure with a complete one-line message (what is wrong, where, what to do)."""
+
+
+class InputError(StageError, ValueError):
+    """A value given to a stage is wrong: malformed JSON, a missing or unknown key, a value of
+    the wrong type. The message names the key (``key 'lr': expected a number, got the string
+    "0.1"``); the flag is named by whoever reads it (argparse, ``lmcpipe.hparams.JsonFlag``)."""
 
 
 class Diverged(StageError):

@@ -3,13 +3,22 @@
 The validated config (see ``workflow/schemas/config.schema.yaml``) is turned into these objects.
 Each stage receives only the dataclass it depends on, serialised as JSON, so that Snakemake's
 params trigger reruns exactly the jobs whose hyperparameters changed.
+
+A JSON flag is checked against the annotations of what it holds when the stage's arguments are
+parsed (``JsonFlag``, ``conform``), before any data is read: a missing or unknown key or a value of
+the wrong type is refused in one line naming the flag and the key, instead of a traceback from
+deep inside training (or, for an unknown key, silently training without it).
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
+
+from lmcpipe.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -166,34 +175,141 @@ def to_json(hp: Any) -> str:
     return json.dumps(asdict(hp), sort_keys=True, separators=(",", ":"))
 
 
-def from_json(cls: type, text: str) -> Any:
-    return _coerce(cls, json.loads(text))
+# --- JSON flags: decoded JSON checked against an annotation -----------------------------------
+_SCALARS = {  # annotation -> (accepts, what it is called in a message); bool is not a number
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _at(path: tuple[str | int, ...]) -> str:
+    """Where in the JSON: ``key 'lr'``, ``key 'train.lr'``, ``item 0, key 'model_out'``."""
+    parts: list[str] = []
+    keys: list[str] = []
+    for p in path:
+        if isinstance(p, int):
+            parts += [f"key '{'.'.join(keys)}'"] if keys else []
+            parts.append(f"item {p}")
+            keys = []
+        else:
+            keys.append(p)
+    return ", ".join(parts + ([f"key '{'.'.join(keys)}'"] if keys else []))
+
+
+def _wrong(path: tuple[str | int, ...], expected: str, value: Any) -> InputError:
+    got = {str: f"the string {json.dumps(value)}", list: "a list", dict: "an object"}.get(
+        type(value), json.dumps(value))
+    return InputError(f"{_at(path) + ': ' if path else ''}expected {expected}, got {got}")
+
+
+def _object(value: Any, kind: type, path: tuple[str | int, ...]) -> Any:
+    """A dataclass (or a TypedDict, returned as a dict) from a JSON object with its keys."""
+    if not isinstance(value, dict):
+        raise _wrong(path, f"an object ({kind.__name__})", value)
+    hints = get_type_hints(kind)
+    if is_typeddict(kind):
+        required = set(kind.__required_keys__)
+    else:
+        hints = {f.name: hints[f.name] for f in fields(kind)}
+        required = {f.name for f in fields(kind)
+                    if f.default is MISSING and f.default_factory is MISSING}
+    where = f"{_at(path)}: " if path else ""
+    for key in value:
+        if key not in hints:
+            near = difflib.get_close_matches(key, hints, n=1, cutoff=0.5)
+            hint = f"did you mean '{near[0]}'?" if near else f"{kind.__name__} has no such key"
+            raise InputError(f"{where}unknown key '{key}' ({hint})")
+    missing = [f"'{key}'" for key in hints if key in required and key not in value]
+    if missing:
+        raise InputError(f"{where}missing key{'s' if len(missing) > 1 else ''} "
+                         + ", ".join(missing))
+    checked = {key: conform(v, hints[key], (*path, key)) for key, v in value.items()}
+    return checked if is_typeddict(kind) else kind(**checked)
+
+
+def conform(value: Any, kind: Any, path: tuple[str | int, ...] = ()) -> Any:
+    """``value`` (decoded JSON) checked against the annotation ``kind``; InputError naming the key
+    where it differs.
+
+    ``kind``: a dataclass (every required field present, no other key, nested dataclasses checked
+    too), a TypedDict (the same, returned as a dict), ``int``, ``float`` (an int is fine),
+    ``str``, ``bool``, ``tuple[T, ...]`` (a list, returned as a tuple), ``list[T]``,
+    ``dict[str, T]`` or ``Any``. Values are kept as JSON gave them (an int where a float is
+    declared stays an int), so a valid JSON builds exactly what it built before checking.
+    """
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return value
+    if is_dataclass(kind) or is_typeddict(kind):
+        return _object(value, kind, path)
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise _wrong(path, "a list", value)
+        items = [conform(v, args[0], (*path, i)) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _wrong(path, "an object", value)
+        return {k: conform(v, args[1], (*path, k)) for k, v in value.items()}
+    if kind not in _SCALARS:
+        raise TypeError(f"conform: unsupported annotation {kind!r}")  # a bug, not a user's error
+    accepts, name = _SCALARS[kind]
+    if not accepts(value):
+        raise _wrong(path, name, value)
+    return value
+
+
+def from_json(kind: Any, text: str) -> Any:
+    """``text`` as ``kind`` (a dataclass such as TrainHParams, or any annotation ``conform``
+    takes); InputError when it is not JSON or does not match."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e})") from None
+    return conform(value, kind)
+
+
+class JsonFlag(argparse.Action):
+    """A flag holding JSON, checked while the arguments are parsed, so a bad value stops the
+    stage before it reads any data: ``p.add_argument("--hparams", action=JsonFlag,
+    schema=TrainHParams)`` stores a TrainHParams (``schema``: any annotation ``conform`` takes).
+
+    A malformed or mismatching value is argparse's error ("argument --hparams: key 'lr': ..."),
+    which ``lmcpipe.cli`` prints as one line. Only ``InputError`` is turned into it: anything
+    else raised while checking is a bug and keeps its traceback (argparse's ``type=`` would turn
+    any TypeError or ValueError into "invalid value").
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, schema: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("metavar", "JSON")
+        super().__init__(option_strings, dest, **kwargs)
+        self.schema = schema
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        try:
+            setattr(namespace, self.dest, from_json(self.schema, values))
+        except InputError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+
+
+def experiment_from_json(text: str) -> Experiment:
+    """Inverse of ``to_json`` for an Experiment (nested dataclasses, checked like any)."""
+    return from_json(Experiment, text)
 
 
 __all__ = [
     "AnalysisHParams",
     "Experiment",
     "InterpHParams",
+    "JsonFlag",
     "PruneHParams",
     "TrainHParams",
+    "conform",
     "experiment_from_config",
+    "experiment_from_json",
     "from_json",
     "to_json",
 ]
-
-
-def experiment_from_json(text: str) -> Experiment:
-    """Inverse of ``to_json`` for an Experiment (nested dataclasses)."""
-    d = json.loads(text)
-    return Experiment(
-        name=d["name"],
-        train=_coerce(TrainHParams, d["train"]),
-        prune=_coerce(PruneHParams, d["prune"]),
-        interp=_coerce(InterpHParams, d["interp"]),
-        inits=tuple(d["inits"]),
-        orders=tuple(d["orders"]),
-        fork_steps=tuple(d["fork_steps"]),
-        threads=d["threads"],
-        control=d.get("control", False),
-        analyses=_coerce(AnalysisHParams, d.get("analyses", {})),
-    )

@@ -107,6 +107,7 @@ def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str,
                            ip.bn_batches, hp.batch_size)
         csvfiles.save_frame(path, pair["out"])
         provenance.write_record(pair["out"], provenance.record(
-            "interpolate", device, job_start, time.perf_counter() - began))
+            "interpolate", device, job_start, time.perf_counter() - began,
+            **provenance.data_fields(dataset)))
         print(pair["out"] + ": " + ", ".join(
             f"{row.split} barrier {row.barrier:.4f}" for row in barrier(path).itertuples()))

@@ -4,7 +4,9 @@ Results of one experiment may come from several machines, checkouts and library 
 cluster's GPUs, a laptop's CPU, a rerun after an edit), and planning a full-size grid needs the
 wall time of each kind of job. Snakemake keeps neither, so each trained run and each
 interpolated pair gets a small JSON sidecar (``paths.record_file``): the stage, its wall time,
-the steps trained and the environment (``environment``). ``lmcpipe.aggregate`` gathers them into
+the steps trained, the folder its data was read from (``data_fields``: a partial dataset folder
+under the data root silently falls back to another copy, so the record says which) and the
+environment (``environment``). ``lmcpipe.aggregate`` gathers them into
 the ``provenance`` table.
 
 A record is written after its artifact, so it never exists without one; a stage removes the old
@@ -113,6 +115,14 @@ def training_fields(stats: dict, wall_s: float | None) -> dict[str, Any]:
     fields = {"start_step": stats.get("start_step"), "stop_step": stats.get("stop_step"),
               "steps": steps, "steps_per_s": rate, "resumed_at": stats.get("resumed_at")}
     return fields | {k: v for k, v in stats.items() if k not in fields and k != "wall_s"}
+
+
+def data_fields(dataset: Any) -> dict[str, str]:
+    """Which copy of the data a run trained (or a path was measured) on: ``data_source``, the
+    folder read (a data root's folder, torchvision's layout under it, or a system copy such as
+    Debian's), and ``data_note``, why it is not the data root's own folder when that folder
+    holds only part of the dataset (empty otherwise). ``dataset``: a ``lmcpipe.data.Data``."""
+    return {"data_source": dataset.source, "data_note": dataset.note}
 
 
 def record(stage: str, device: object, job_start: float, wall_s: float | None,

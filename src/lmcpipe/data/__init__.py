@@ -19,7 +19,9 @@ need torch (``load``, ``Data``, ``train_stats``) are imported on first use (``__
 
 MNIST-style datasets are found under the configured data root, in torchvision's layout, or
 where Debian's ``dataset-fashion-mnist`` installs them; torchvision downloads them (and CIFAR)
-only when they are absent and the network answers.
+only when they are absent and the network answers. A folder holding only part of a dataset is
+passed over for the next complete copy; ``note`` says so, ``load`` prints it, and ``Data.source``
+and ``Data.note`` carry the folder read and the reason into every run's provenance record.
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ import tempfile
 from pathlib import Path
 
 from lmcpipe.data import formats
-from lmcpipe.data.formats import FORMATS
+from lmcpipe.data.formats import FORMATS, source
 from lmcpipe.data.idx import IDX_FILES, candidate_dirs, locate, read_idx
 from lmcpipe.data.registry import DATASETS, DataError, DatasetInfo
 
 __all__ = [
     "DATASETS", "FORMATS", "IDX_FILES", "Data", "DataError", "DatasetInfo", "candidate_dirs",
     "download", "download_address", "download_targets", "find", "load", "locate",
-    "missing_message", "network_answers", "read_idx", "train_stats",
+    "missing_message", "network_answers", "note", "read_idx", "source", "train_stats",
 ]
 
 
@@ -49,6 +51,14 @@ def find(dataset: str, root: str | Path) -> list[Path] | None:
 
 def missing_message(dataset: str, root: str | Path) -> str:
     return formats.of(dataset).missing_message(dataset, root)
+
+
+def note(dataset: str, root: str | Path) -> str:
+    """Why ``find``'s files are not those of an earlier folder holding part of the dataset
+    (``"data/fashion_mnist/ lacks t10k-labels-idx1-ubyte[.gz]; using /usr/share/..."``); ""
+    when none was passed over. ``load`` prints it and stores it in ``Data.note``; stdlib only,
+    so a Snakemake rule can say it at planning time too."""
+    return formats.of(dataset).note(dataset, root)
 
 
 def download_targets(dataset: str, root: str | Path) -> list[Path]:
@@ -88,12 +98,11 @@ def download(dataset: str, root: str | Path) -> list[Path]:
     torchvision downloads into a temporary directory first, so a failed or killed download never
     leaves files that ``find`` would take for a complete dataset.
     """
-    import torchvision.datasets as tvd
-
     info = DATASETS[dataset]
     targets = download_targets(dataset, root)
-    if not targets:
+    if not targets:  # before importing torchvision (seconds): this one is known at once
         raise DataError(missing_message(dataset, root))
+    import torchvision.datasets as tvd
     target = Path(root) / dataset
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmcpipe.data.registry import DataError
+from lmcpipe.data.registry import DataError, partial_folders
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,12 +202,31 @@ def locate_cifar(dataset: str, root: str | Path) -> Path | None:
     return None
 
 
+def _partial(dataset: str, root: str | Path, until: Path | None = None) -> list[str]:
+    """Candidate folders before ``until`` holding some but not all of the pickles, and what
+    each lacks (``registry.partial_folders``)."""
+    names = CIFAR[dataset].train_files + CIFAR[dataset].test_files
+    return partial_folders(candidate_dirs(dataset, root),
+                           lambda d: [n for n in names if not (d / n).is_file()], len(names),
+                           until)
+
+
+def note(dataset: str, root: str | Path) -> str:
+    """Why the folder ``locate_cifar`` finds is not one searched earlier that holds part of the
+    dataset ("<folder>/ lacks test_batch; using <folder>"); "" when none was passed over."""
+    used = locate_cifar(dataset, root)
+    partial = _partial(dataset, root, used) if used is not None else []
+    return f"{'; '.join(partial)}; using {used}" if partial else ""
+
+
 def _not_found(dataset: str, root: str | Path) -> str:
     layout = CIFAR[dataset]
     where = ", ".join(str(d) for d in candidate_dirs(dataset, root))
     names = ", ".join(layout.train_files + layout.test_files)
+    partial = "; ".join(_partial(dataset, root))
     return (f"dataset '{dataset}' not found: put {names}"
-            f" (the python version of the archive, folder {layout.folder}) in one of: {where}")
+            f" (the python version of the archive, folder {layout.folder}) in one of: {where}"
+            + (f" ({partial})" if partial else ""))
 
 
 def load_cifar(dataset: str, root: str | Path, cache: bool = True) -> dict[str, torch.Tensor]:

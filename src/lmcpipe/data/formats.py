@@ -4,6 +4,7 @@ Every format module has the same functions, so that callers dispatch through ``F
 instead of branching on the format::
 
     files(dataset, root) -> list[Path] | None     # what it is read from; None: not on disk
+    note(dataset, root) -> str                    # why not an earlier folder holding part of it
     missing_message(dataset, root) -> str         # where to put it, when it cannot be fetched
     download_targets(dataset, root) -> list[Path] # where a download puts it; []: no download
     move_download(dataset, root, tmp)             # torchvision's download in tmp -> the targets
@@ -16,6 +17,7 @@ this table costs no heavy import (the Snakemake rules use it at every start).
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from lmcpipe.data import cifar, idx, imagefolder
@@ -27,3 +29,11 @@ FORMATS: dict[str, ModuleType] = {"idx": idx, "cifar": cifar, "imagefolder": ima
 def of(dataset: str) -> ModuleType:
     """The format module of ``dataset`` (a key of ``DATASETS``)."""
     return FORMATS[DATASETS[dataset].format]
+
+
+def source(dataset: str, root: str | Path) -> Path | None:
+    """The folder ``dataset`` is read from (every format reads its files from one folder:
+    the IDX files', the CIFAR pickles', ImageNet's ``train``/``val`` parent); None when the
+    dataset is not on disk."""
+    found = of(dataset).files(dataset, root)
+    return None if found is None else Path(found[0]).parent

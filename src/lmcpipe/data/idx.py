@@ -17,7 +17,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmcpipe.data.registry import DATASETS, DataError
+from lmcpipe.data.registry import DATASETS, DataError, partial_folders
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,6 +85,27 @@ def locate(dataset: str, root: str | Path) -> dict[str, Path] | None:
     return None
 
 
+def _partial(dataset: str, root: str | Path, until: Path | None = None) -> list[str]:
+    """Candidate folders before ``until`` holding some but not all four files, and what each
+    lacks (``registry.partial_folders``)."""
+    def lacking(directory: Path) -> list[str]:
+        return [f"{stem}[.gz]" for stem in IDX_FILES.values() if not _find_file(directory, stem)]
+
+    return partial_folders(candidate_dirs(dataset, root), lacking, len(IDX_FILES), until)
+
+
+def note(dataset: str, root: str | Path) -> str:
+    """Why the files ``locate`` finds are not in a folder searched earlier that holds part of the
+    dataset ("data/fashion_mnist/ lacks t10k-labels-idx1-ubyte[.gz]; using
+    /usr/share/datasets/fashion-mnist"); "" when no such folder was passed over."""
+    located = locate(dataset, root)
+    if located is None:
+        return ""
+    used = located["train_x"].parent
+    partial = _partial(dataset, root, used)
+    return f"{'; '.join(partial)}; using {used}" if partial else ""
+
+
 # --- the format interface (see lmcpipe.data.formats) -----------------------------------------
 def files(dataset: str, root: str | Path) -> list[Path] | None:
     located = locate(dataset, root)
@@ -94,8 +115,10 @@ def files(dataset: str, root: str | Path) -> list[Path] | None:
 def missing_message(dataset: str, root: str | Path) -> str:
     where = ", ".join(str(d) for d in candidate_dirs(dataset, root))
     names = ", ".join(s + "[.gz]" for s in IDX_FILES.values())
+    partial = "; ".join(_partial(dataset, root))
     return (
         f"dataset '{dataset}' not found and cannot be downloaded: put {names} in one of: {where}"
+        + (f" ({partial})" if partial else "")
     )
 
 

@@ -186,6 +186,11 @@ def files(dataset: str, root: str | Path) -> list[Path] | None:
     return None if directory is None else [directory / s for s in SPLITS]
 
 
+def note(dataset: str, root: str | Path) -> str:
+    """Always "": ImageNet is looked for in one folder only, so no copy is passed over."""
+    return ""
+
+
 def missing_message(dataset: str, root: str | Path) -> str:
     return (f"dataset '{dataset}' not found: put its train/ and val/ folders "
             f"(<class>/<image>) in {Path(root) / FOLDER}")

@@ -7,11 +7,12 @@ so that reading dataset facts never imports it.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
 
-from lmcpipe.data.formats import FORMATS
+from lmcpipe.data.formats import FORMATS, source
 from lmcpipe.data.registry import DATASETS, DataError
 from lmcpipe.data.tensors import Data, train_stats
 
@@ -26,6 +27,11 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
     the resolution ImageFolder images are stored and trained at (0: the dataset's nominal size).
     ``cache=False`` decodes MNIST-style and CIFAR data from the source files without reading or
     writing the decode cache (``lmcpipe.data.cache.cached_splits``; ImageNet is always cached).
+
+    ``Data.source`` is the folder read and ``Data.note`` why it is not an earlier folder that
+    holds part of the dataset (a partial ``<data_root>/fashion_mnist/`` passed over for Debian's
+    copy); the note is also printed on stderr, into the job's log, since nothing else would say
+    which copy trained the runs.
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
@@ -36,6 +42,9 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
             raise DataError(f"image_size applies to image folders, not to '{dataset}'")
         shape = (shape[0], image_size, image_size)
     raw = FORMATS[info.format].read_splits(dataset, root, shape[-1], cache)
+    folder, note = source(dataset, root), FORMATS[info.format].note(dataset, root)
+    if note:
+        print(f"lmcpipe: {dataset}: {note}", file=sys.stderr, flush=True)
     for name in ("train", "test"):
         x = raw[f"{name}_x"]
         if tuple(x.shape[-2:]) != shape[-2:] or x.numel() // len(x) != math.prod(shape):
@@ -46,7 +55,8 @@ def load(dataset: str, root: str | Path, device: str | torch.device = "cpu",
     else:  # recomputed from the (cached) pixels: bit for bit what decoding them would give
         mean, std = train_stats(info.format, raw["train_x"], shape)
     out = Data(raw["train_x"].reshape(-1, *shape), raw["train_y"],
-               raw["test_x"].reshape(-1, *shape), raw["test_y"], mean=mean, std=std)
+               raw["test_x"].reshape(-1, *shape), raw["test_y"], mean=mean, std=std,
+               source=str(folder.resolve()) if folder else "", note=note)
     if info.format != "imagefolder":
         out.train_x, out.test_x = out.prepare(out.train_x), out.prepare(out.test_x)
     return out.to(device)

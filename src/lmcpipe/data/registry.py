@@ -7,11 +7,32 @@ Every other module of ``lmcpipe.data`` imports this one; it imports none of them
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+from lmcpipe.errors import StageError
 
 
-class DataError(RuntimeError):
-    """A dataset is missing or malformed; the message says where files are expected."""
+class DataError(StageError):
+    """A dataset is missing or malformed; the message names the file or folder (and says where
+    files are expected). A ``StageError``: ``lmcpipe <stage>`` prints it as one line."""
+
+
+def partial_folders(folders: Iterable[Path], lacking: Callable[[Path], list[str]], total: int,
+                    until: Path | None = None) -> list[str]:
+    """``"<folder>/ lacks <names>"`` for each of ``folders``, in order and up to ``until`` (the
+    folder read), that holds some but not all of a dataset's ``total`` files: a copy the search
+    passes over, which someone may think is the one in use. ``lacking(folder)``: the names of
+    the files it lacks. Shared by the format modules' ``note`` and ``missing_message``."""
+    found = []
+    for folder in folders:
+        if folder == until:
+            break
+        names = lacking(folder)
+        if 0 < len(names) < total:
+            found.append(f"{folder}/ lacks {', '.join(names)}")
+    return found
 
 
 @dataclass(frozen=True)

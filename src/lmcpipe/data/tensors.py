@@ -30,6 +30,8 @@ class Data:
     mean: torch.Tensor | None = None  # per-channel statistics of the training pixels / 255
     std: torch.Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: str = ""  # the folder read (``lmcpipe.data.source``); records name it
+    note: str = ""  # why not the data root's own folder (``lmcpipe.data.note``); "" when it is
 
     @property
     def fill(self) -> torch.Tensor | None:

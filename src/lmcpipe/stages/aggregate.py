@@ -12,19 +12,20 @@ import argparse
 from pathlib import Path
 
 from lmcpipe import aggregate, csvfiles, paths
-from lmcpipe.hparams import experiment_from_json
+from lmcpipe.hparams import Experiment, JsonFlag
 from lmcpipe.summary import summarise, table2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", required=True, help="Experiment as JSON")
+    p.add_argument("--experiment", required=True, action=JsonFlag, schema=Experiment,
+                   help="Experiment as JSON")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--classes", type=int, default=10,
                    help="classes of the dataset (sets the at_chance flags)")
 
 
 def main(args: argparse.Namespace) -> None:
-    exp = experiment_from_json(args.experiment)
+    exp = args.experiment
     out = Path(args.out_dir)
     frames = aggregate.tables(exp, args.classes)
     for name, frame in frames.items():

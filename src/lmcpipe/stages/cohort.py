@@ -15,16 +15,17 @@ import torch
 
 from lmcpipe import cohort, data, provenance
 from lmcpipe.devices import pick_device
-from lmcpipe.hparams import TrainHParams, from_json
+from lmcpipe.hparams import JsonFlag, TrainHParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON")
     p.add_argument("--seed", type=int, required=True, help="init seed s")
     p.add_argument("--start-step", type=int, required=True,
                    help="k: schedule position of the start (0 for the restarted control)")
     p.add_argument("--level", type=int, required=True, help="pruning level (seeds reinit)")
-    p.add_argument("--members", required=True,
+    p.add_argument("--members", required=True, action=JsonFlag, schema=list[cohort.Member],
                    help="JSON list of {order, copy, model_out, metrics_out, start, mask, "
                         "references}")
     p.add_argument("--stack", type=int, default=0,
@@ -37,8 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
-    members = cohort.members_from_json(args.members)
+    hp, members = args.hparams, args.members
     if not members:
         raise SystemExit("lmcpipe cohort: --members lists no run")
     device = pick_device(args.device)
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> None:
     results = cohort.train_cohort(hp, args.seed, args.start_step, args.level, members, dataset,
                                   stack, stats)
     cohort.write_members(hp, members, results)
-    cohort.write_records(members, stats, device, job_start)
+    cohort.write_records(members, stats, device, job_start, dataset)
     for m, (_, rows) in zip(members, results, strict=True):
         final = {r["split"]: r["error"] for r in rows if r["step"] == hp.steps}
         print(f"{m.model_out}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))

@@ -14,12 +14,14 @@ import torch
 
 from lmcpipe import atomic, csvfiles, curvature, data, masks, models
 from lmcpipe.devices import pick_device
-from lmcpipe.hparams import AnalysisHParams, TrainHParams, from_json
+from lmcpipe.hparams import AnalysisHParams, JsonFlag, TrainHParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
-    p.add_argument("--analyses", required=True, help="AnalysisHParams as JSON")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON (model and data)")
+    p.add_argument("--analyses", required=True, action=JsonFlag, schema=AnalysisHParams,
+                   help="AnalysisHParams as JSON")
     masks.add_pruning_arguments(p, model="the level's solution θ_L", mask="m_L (omit at level 0)",
                                 fraction="fraction pruned per level")
     p.add_argument("--seed", type=int, required=True)
@@ -32,8 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
-    ap = from_json(AnalysisHParams, args.analyses)
+    hp, ap = args.hparams, args.analyses
     dataset = data.load(hp.dataset, hp.data_root, pick_device(args.device), hp.image_size)
     record = atomic.load_torch(args.model)  # read once: weights and the frozen count
     model = models.build(hp.model, hp.dataset)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 
-from lmcpipe import atomic, models
-from lmcpipe.hparams import TrainHParams, from_json
-from lmcpipe.train import model_record
+from lmcpipe.hparams import JsonFlag, TrainHParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON")
     p.add_argument("--seed", type=int, required=True, help="init seed s")
     p.add_argument("--out", required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    hp = from_json(TrainHParams, args.hparams)
+    # the heavy imports (torch) here, not at the top: the CLI imports this module to parse the
+    # flags, so a bad one is refused in a fraction of a second, not after ~3 s of imports
+    from lmcpipe import atomic, models
+    from lmcpipe.train import model_record
+
+    hp = args.hparams
     model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init)
     atomic.save_torch(model_record(model, hp.model, 0), args.out)

@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from lmcpipe import interpolate
-from lmcpipe.devices import pick_device
-from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
+from lmcpipe.hparams import InterpHParams, JsonFlag, TrainHParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
-    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON (model and data)")
+    p.add_argument("--interp", required=True, action=JsonFlag, schema=InterpHParams,
+                   help="InterpHParams as JSON")
     p.add_argument("--copy1", required=True)
     p.add_argument("--copy2", required=True)
     p.add_argument("--out", required=True)
@@ -28,9 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    # the heavy imports (torch) here, not at the top: the CLI imports this module to parse the
+    # flags, so a bad one is refused in a fraction of a second, not after ~3 s of imports
+    import torch
+
+    from lmcpipe import interpolate
+    from lmcpipe.devices import pick_device
+
     job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     interpolate.interpolate_files(
-        from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp),
-        [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}], pick_device(args.device),
-        job_start)
+        args.hparams, args.interp, [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}],
+        pick_device(args.device), job_start)

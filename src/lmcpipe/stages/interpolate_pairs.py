@@ -7,30 +7,42 @@ pair's evaluation, so the rules hand a cohort's pairs to one job as a JSON list.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from typing import TypedDict
 
-import torch
+from lmcpipe.hparams import InterpHParams, JsonFlag, TrainHParams
 
-from lmcpipe import interpolate
-from lmcpipe.devices import pick_device
-from lmcpipe.hparams import InterpHParams, TrainHParams, from_json
+
+class Pair(TypedDict):
+    """One path of ``--pairs``: between the model.pt files ``copy1`` and ``copy2``, to ``out``."""
+
+    copy1: str
+    copy2: str
+    out: str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON (model and data)")
-    p.add_argument("--interp", required=True, help="InterpHParams as JSON")
-    p.add_argument("--pairs", required=True, help="JSON list of {copy1, copy2, out}")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON (model and data)")
+    p.add_argument("--interp", required=True, action=JsonFlag, schema=InterpHParams,
+                   help="InterpHParams as JSON")
+    p.add_argument("--pairs", required=True, action=JsonFlag, schema=list[Pair],
+                   help="JSON list of {copy1, copy2, out}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
 
 
 def main(args: argparse.Namespace) -> None:
+    # the heavy imports (torch) here, not at the top: the CLI imports this module to parse the
+    # flags, so a bad one is refused in a fraction of a second, not after ~3 s of imports
+    import torch
+
+    from lmcpipe import interpolate
+    from lmcpipe.devices import pick_device
+
     job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
-    pairs = json.loads(args.pairs)
-    if not pairs:
+    if not args.pairs:
         raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
-    interpolate.interpolate_files(
-        from_json(TrainHParams, args.hparams), from_json(InterpHParams, args.interp), pairs,
-        pick_device(args.device), job_start)
+    interpolate.interpolate_files(args.hparams, args.interp, args.pairs, pick_device(args.device),
+                                  job_start)

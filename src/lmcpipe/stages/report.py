@@ -12,15 +12,16 @@ import json
 import math
 
 from lmcpipe.data.registry import DATASETS
-from lmcpipe.hparams import experiment_from_json
+from lmcpipe.hparams import Experiment, JsonFlag, to_json
 from lmcpipe.report import claims, pages
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", required=True,
+    p.add_argument("--experiment", required=True, action=JsonFlag, schema=Experiment,
                    help="Experiment JSON (for a sweep: its first member, whose recipe is shown)")
     p.add_argument("--sweep", default="", help="the page is this sweep's (its tables)")
-    p.add_argument("--members", default="[]", help="JSON list of the sweep's members")
+    p.add_argument("--members", default=[], action=JsonFlag, schema=list[str],
+                   help="JSON list of the sweep's members")
     p.add_argument("--tables", required=True, help="directory of the tables")
     p.add_argument("--figures", default="", help="comma-separated figures built for it")
     p.add_argument("--out", required=True, help="HTML page to write")
@@ -28,13 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    exp = experiment_from_json(args.experiment)
+    exp = args.experiment
     per_epoch = math.ceil(DATASETS[exp.train.dataset].train_size / exp.train.batch_size)
     name, scope = (args.sweep, "sweep") if args.sweep else (exp.name, "experiment")
     subject = pages.subject_of(name, scope, exp.train.model, exp.train, per_epoch,
                                [f for f in args.figures.split(",") if f])
-    members = tuple(json.loads(args.members))
-    shown = json.loads(args.experiment)  # the experiment as validated, defaults filled in
+    members = tuple(args.members)
+    shown = json.loads(to_json(exp))  # the experiment as validated, defaults filled in
     if args.sweep:
         shown = {"sweep": args.sweep, "members": list(members), "first member": shown}
     rows = pages.write_page(subject, args.tables, args.out, args.claims_out, shown,

@@ -8,25 +8,25 @@ member values come as JSON because the config expands the sweep, not this stage.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+from typing import Any
 
 from lmcpipe import csvfiles, paths, sweep
+from lmcpipe.hparams import JsonFlag
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="sweep name")
-    p.add_argument("--members", required=True,
+    p.add_argument("--members", required=True, action=JsonFlag, schema=dict[str, dict[str, Any]],
                    help="JSON {member experiment: {train key: value (in iterations)}}")
-    p.add_argument("--settings",
+    p.add_argument("--settings", action=JsonFlag, schema=dict[str, dict[str, Any]],
                    help="JSON {member experiment: {train key: value as written in the sweep}}")
     p.add_argument("--tables-root", default=paths.TABLES_ROOT)
     p.add_argument("--out-dir", required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    settings = json.loads(args.settings) if args.settings else None
-    tables = sweep.sweep_tables(args.name, json.loads(args.members), args.tables_root, settings)
+    tables = sweep.sweep_tables(args.name, args.members, args.tables_root, args.settings)
     for table, frame in tables.items():
         csvfiles.save_frame(frame, str(Path(args.out_dir) / paths.table_file(table)))
     print(f"wrote {', '.join(tables)} of sweep {args.name} to {args.out_dir}")

@@ -14,17 +14,12 @@ import argparse
 import os
 import time
 
-import torch
-
-from lmcpipe import atomic, csvfiles, data, masks, paths, provenance
-from lmcpipe.devices import pick_device
-from lmcpipe.errors import Diverged
-from lmcpipe.hparams import TrainHParams, from_json
-from lmcpipe.train import model_record, run_fingerprint, start_model, train
+from lmcpipe.hparams import JsonFlag, TrainHParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hparams", required=True, help="TrainHParams as JSON")
+    p.add_argument("--hparams", required=True, action=JsonFlag, schema=TrainHParams,
+                   help="TrainHParams as JSON")
     p.add_argument("--seed", type=int, required=True, help="init seed s")
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument("--start", help="model artifact to start from (W_k)")
@@ -45,9 +40,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    # the heavy imports (torch) here, not at the top: the CLI imports this module to parse the
+    # flags, so a bad one is refused in a fraction of a second, not after ~3 s of imports
+    import torch
+
+    from lmcpipe import atomic, csvfiles, data, masks, paths, provenance
+    from lmcpipe.devices import pick_device
+    from lmcpipe.errors import Diverged
+    from lmcpipe.train import model_record, run_fingerprint, start_model, train
+
     job_start = time.perf_counter()
     torch.set_num_threads(args.threads)
-    hp = from_json(TrainHParams, args.hparams)
+    hp = args.hparams
     device = pick_device(args.device)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     model = start_model(hp, None if args.reinit else args.start, args.seed, args.start_step,
@@ -76,6 +80,7 @@ def main(args: argparse.Namespace) -> None:
     if os.path.exists(resume):
         os.unlink(resume)
     provenance.write_record(args.model_out, provenance.record(
-        "train", device, job_start, wall_s, **provenance.training_fields(stats, wall_s)))
+        "train", device, job_start, wall_s, **provenance.training_fields(stats, wall_s),
+        **provenance.data_fields(dataset)))
     final = {r["split"]: r["error"] for r in rows if r["step"] == stop}
     print(f"trained to step {stop}: " + ", ".join(f"{s} error {e:.4f}" for s, e in final.items()))
