@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from lmcpipe import atomic, paths
 from lmcpipe.figures import registry
 from tests.helpers import write_dataset
-from tests.test_workflow import job_counts, snakemake, with_changes
+from tests.test_workflow import DAMAGES, job_counts, snakemake, stage_refuses, with_changes
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,51 @@ def test_sweep_tables_hold_every_member(wd):
     assert set(runs["warmup_steps"]) == {0, 60_000 // 40, 60_000 // 80}
     assert set(runs["warmup_steps_setting"].astype(str)) == {"0", "1ep"}  # as written
     assert set(runs["variant"]) == {"imp", "reinit"}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("reader", ["successive", "angles", "curvature", "perturb",
+                                    "perturb: dense metrics", "oneshot", "sweep"])
+def test_every_analysis_reader_refuses_a_damaged_table(wd, tmp_path, monkeypatch, capsys,
+                                                       reader, damage):
+    """The per-chain files of papers B/C (a successive path, a round table, a curvature row, a
+    probe's path, the chain metrics a probe reads) and a sweep member's table, each cut short or
+    with one wrong value: its reader stops with one line naming it, and writes nothing. The file
+    is damaged in place and restored, bytes and time, so the module's other tests see no change."""
+    import json
+    import os
+
+    from lmcpipe import plan
+    from lmcpipe.config import validate_with_sweeps
+    from lmcpipe.hparams import to_json
+
+    monkeypatch.chdir(wd)
+    experiments, sweeps = validate_with_sweeps(yaml.safe_load(yaml.safe_dump(config_of(wd))))
+    exp = experiments["tiny"]
+    table, _, what = reader.partition(": ")
+    probe = plan.probes(exp, table)[0] if table in paths.PROBES else None
+    damaged = {
+        "successive": paths.successive("tiny", 0, 5, 1),
+        "angles": paths.rounds_table("tiny", 0, 5, "angles"),
+        "curvature": paths.curvature("tiny", 0, 0, 1),
+        "perturb": (plan.chain_metrics(exp, 0, 0, 0) if what
+                    else f"{probe.dir(exp) if probe else ''}/{paths.PATH_FILE}"),
+        "oneshot": f"{probe.dir(exp) if probe else ''}/{paths.PATH_FILE}",
+        "sweep": paths.table("sweep_bs80_wu1ep", "instability"),
+    }[table]
+    out = tmp_path / "out"
+    argv = (["sweep-table", "--name", "sweep", "--members", json.dumps(sweeps["sweep"]),
+             "--out-dir", str(out)] if table == "sweep" else
+            ["aggregate-analysis", "--experiment", to_json(exp), "--table", table, "--out",
+             str(out / "t.csv")])
+    clean, times = (wd / damaged).read_bytes(), os.stat(wd / damaged)
+    try:
+        DAMAGES[damage](wd / damaged)
+        stage_refuses(argv, damaged, capsys)
+    finally:
+        (wd / damaged).write_bytes(clean)
+        os.utime(wd / damaged, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert not out.exists()
 
 
 def test_rerun_has_nothing_to_do_and_analysis_changes_rerun_only_the_analysis(wd):

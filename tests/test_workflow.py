@@ -19,7 +19,7 @@ import yaml
 from lmcpipe import paths, plan
 from lmcpipe.config import validate
 from lmcpipe.figures.registry import PAPER_A_FIGURES
-from tests.helpers import write_dataset
+from tests.helpers import change_one_value, cut_short, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -233,6 +233,20 @@ def test_missing_dataset_is_refused_with_where_to_put_it(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_partial_dataset_folder_is_named_while_planning(tmp_path):
+    """data_root/fashion_mnist/ without its test labels, a complete copy in torchvision's layout
+    beside it: the plan uses that copy, and Snakemake says so (the job log and the run record
+    say it again: tests/test_data.py)."""
+    root = tmp_path / "data"
+    write_dataset(root / "fashion_mnist")
+    (root / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    write_dataset(root / "FashionMNIST" / "raw", seed=3)
+    planned = snakemake(tmp_path, {"data_root": str(root), **TINY}, "-n")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert (f"experiments.tiny.dataset: {root}/fashion_mnist/ lacks t10k-labels-idx1-ubyte[.gz]; "
+            f"using {root}/FashionMNIST/raw") in planned.stdout + planned.stderr
+
+
 def test_download_job_of_a_relative_data_root_downloads_there(tmp_path):
     """data_root "." (pathlib writes "./mnist/x" as "mnist/x"): the dry run plans the download
     of the absent dataset with that root, instead of failing to recover it from the outputs."""
@@ -341,6 +355,78 @@ def test_damaged_checkpoint_is_named_and_rebuilt_once_deleted(workdir, tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert set(job_counts(rebuilt.stderr + rebuilt.stdout)) == {"cohort_dense_tiny", "prune"}
     assert atomic.load_torch(copy / model)["state_dict"]
+
+
+DAMAGES = {"cut short": cut_short, "a wrong row": change_one_value}
+REMEDY = "delete it and rerun snakemake, which rebuilds it"
+
+
+def stage_refuses(argv: list[str], damaged: str, capsys) -> None:
+    """``lmcpipe <argv>`` (in this process, for speed) fails with one line naming ``damaged``."""
+    from lmcpipe import cli
+
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lmcpipe {argv[0]}: {damaged} is damaged ("), err
+    assert err[0].endswith(REMEDY)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("reader", ["aggregate: metrics", "aggregate: path", "figure",
+                                    "report", "report-index"])
+def test_every_reader_refuses_a_damaged_table(workdir, tmp_path, monkeypatch, capsys, reader,
+                                              damage):
+    """Each stage that reads a CSV of the tiny run, given that file cut short or with one wrong
+    value: one line naming it and the remedy, and nothing written."""
+    import shutil
+
+    from lmcpipe.hparams import to_json
+
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy, symlinks=True)
+    monkeypatch.chdir(copy)
+    exp = validate(config_of(workdir))["tiny"]
+    out = tmp_path / "out"
+    tables = paths.tables_dir("tiny")
+    stage, _, what = reader.partition(": ")
+    damaged, argv = {
+        "aggregate": (f"{paths.dense('tiny', 0)}/{paths.METRICS}" if what == "metrics"
+                      else plan.path_file(exp, plan.pairs(exp)[-1]),
+                      ["--experiment", to_json(exp), "--out-dir", str(out)]),
+        "figure": (paths.table("tiny", "runs"),
+                   ["--name", "imp", "--tables", tables, "--out", str(out / "f.pdf")]),
+        "report": (paths.table("tiny", "summary"),
+                   ["--experiment", to_json(exp), "--tables", tables, "--out",
+                    str(out / "p.html"), "--claims-out", str(out / "c.csv")]),
+        "report-index": (paths.report_claims("tiny"),
+                         ["--names", "tiny", "--claims", paths.report_claims("tiny"), "--out",
+                          str(out / "index.html")]),
+    }[stage]
+    DAMAGES[damage](damaged)
+    stage_refuses([stage, *argv], damaged, capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_damaged_metrics_file_stops_the_workflow_before_any_table(workdir, tmp_path):
+    """Issue 21's case through Snakemake: the dense run's metrics.csv cut short after the run
+    (aggregating it reported step 0 and test error 0.0). Its aggregate job now fails with one
+    line in its log, its tables are gone, and no figure is redrawn from them."""
+    import shutil
+
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy, symlinks=True)  # keeps mtimes: nothing to do in the copy
+    metrics = f"{paths.dense('tiny', 0)}/{paths.METRICS}"
+    figure = copy / paths.figure("tiny", "imp")
+    drawn = figure.stat().st_mtime_ns
+    cut_short(copy / metrics)
+    failed = snakemake(copy, config_of(workdir), paths.figure("tiny", "imp"))
+    assert failed.returncode != 0
+    log = (copy / paths.fill(paths.LOG, exp="tiny", name="aggregate")).read_text().splitlines()
+    assert log == [f"lmcpipe aggregate: {metrics} is damaged (3 rows where 6 were written; "
+                   f"SHA-256 differs from metrics.check.json); {REMEDY}"]
+    assert not (copy / paths.table("tiny", "runs")).exists()
+    assert figure.stat().st_mtime_ns == drawn
 
 
 def test_baselines_train_at_the_deepest_level_only(workdir):

@@ -13,8 +13,9 @@ Tables (``results/tables/<exp>/``; columns documented in ``results/README.md``):
   reinit at the deepest level, with the dense accuracy and matching (also rendered as a figure);
 * ``provenance.csv`` — one row per trained copy and per pair that has a provenance record
   (``lmcpipe.provenance``; runs trained before records existed have none and are left out):
-  stage, wall time, steps and speed, device, library versions, commit and host. What a grid
-  costs on which machine, and which code and device produced each number.
+  stage, wall time, steps and speed, device, library versions, commit, host and the dataset
+  folder read. What a grid costs on which machine, and which code, device and data copy
+  produced each number.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from lmcpipe.summary import KEYS
 ID = ["experiment", "variant", "seed", "rewind_step", "level", "density", "density_of", "order"]
 PROVENANCE_ID = ["experiment", "variant", "seed", "rewind_step", "level", "order", "copy"]
 PROVENANCE = ["stage", "wall_s", "job_wall_s", "steps", "steps_per_s", "device", "device_name",
-              "torch", "cuda", "lmcpipe", "commit", "host"]
+              "torch", "cuda", "lmcpipe", "commit", "host", "data_source", "data_note"]
 CHANCE_FACTOR = 1.5
 
 

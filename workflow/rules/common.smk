@@ -12,7 +12,7 @@ from snakemake.logging import logger
 from lmcpipe import codever, paths, plan
 from lmcpipe.config import ConfigError, validate_with_sweeps
 from lmcpipe.data import (DATASETS, download_address, download_targets, find, missing_message,
-                          network_answers)
+                          network_answers, note)
 from lmcpipe.figures.registry import (ANALYSIS_FIGURES, FIGURES, PAPER_A_FIGURES,
                                      PRUNED_FIGURES, SWEEP_FIGURES)
 from lmcpipe.hparams import AnalysisHParams, to_json
@@ -82,6 +82,7 @@ def interp_hparams(wildcards):
 # timeout: ask once per (host, port) and Snakemake process.
 _network_answers = functools.cache(network_answers)
 _WARNED_MISSING = set()  # (dataset, data_root) a dry run has warned about
+_WARNED_PARTIAL = set()  # (dataset, data_root) whose partial folder is passed over
 
 
 def dataset_files(wildcards):
@@ -92,6 +93,10 @@ def dataset_files(wildcards):
     hp = exp_of(wildcards).train
     files = find(hp.dataset, hp.data_root)
     if files is not None:
+        why = note(hp.dataset, hp.data_root)  # a partial folder under data_root passed over
+        if why and (hp.dataset, hp.data_root) not in _WARNED_PARTIAL:
+            _WARNED_PARTIAL.add((hp.dataset, hp.data_root))
+            logger.warning(f"experiments.{wildcards.exp}.dataset: {why}")
         return [str(f) for f in files]
     targets = download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
     if workflow.dryrun:
