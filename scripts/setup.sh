@@ -25,7 +25,7 @@ TORCH_SPEC="${TORCH_SPEC:-$default_torch}"
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 if ! .venv/bin/python -c "import torch, torchvision, lmcpipe, snakemake, seaborn, pytest, xdist, \
-snakemake_executor_plugin_slurm, pygments, playwright" 2>/dev/null
+snakemake_executor_plugin_slurm, pygments, playwright, hypothesis" 2>/dev/null
 then
   # shellcheck disable=SC2086  # TORCH_SPEC is a list of requirements
   .venv/bin/pip install -q $TORCH_SPEC

@@ -19,8 +19,8 @@ from lmcpipe.hparams import AnalysisHParams, to_json
 
 try:
     EXPERIMENTS, SWEEPS = validate_with_sweeps(config)  # lmcpipe's schema, with defaults
-except ConfigError as e:
-    raise WorkflowError(str(e)) from None
+except ConfigError as e:  # one line on stderr, exit 1 (a WorkflowError adds file and line)
+    raise SystemExit(str(e)) from None
 
 # Jobs run `python -m lmcpipe` with the Python that runs Snakemake (e.g. .venv/bin/python, also
 # when that environment is not activated) or, with --use-conda, the rule's conda environment;
