@@ -251,9 +251,14 @@ def record_file(artifact: str) -> str:
     """Provenance record of an artifact (``lmcpipe.provenance``): its path with the suffix
     replaced, ``.../dense/model.pt`` -> ``.../dense/model.run.json``, ``d0/path.csv`` ->
     ``d0/path.run.json``, so it sits beside what it describes and names it."""
+    return _beside(artifact, RECORD)
+
+
+def _beside(artifact: str, suffix: str) -> str:
+    """``artifact``'s path with its extension replaced by ``suffix`` (a sidecar file's)."""
     directory, slash, name = str(artifact).rpartition("/")
     stem, dot, _ = name.rpartition(".")
-    return directory + slash + (stem if dot and stem else name) + RECORD
+    return directory + slash + (stem if dot and stem else name) + suffix
 
 
 # --- check records: a CSV artifact's checksum, rows and columns (``lmcpipe.csvfiles``) --------
@@ -263,5 +268,4 @@ CHECK = ".check.json"
 def check_file(table: str) -> str:
     """Check record of a CSV artifact, beside it: ``.../dense/metrics.csv`` ->
     ``.../dense/metrics.check.json``, ``results/tables/x/runs.csv`` -> ``.../runs.check.json``."""
-    directory, slash, name = str(table).rpartition("/")
-    return directory + slash + name.removesuffix(".csv") + CHECK
+    return _beside(table, CHECK)
