@@ -222,19 +222,29 @@ def test_default_stack_is_one_on_the_cpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_stacked_members_match_solo_runs_on_cuda(cifar):
-    """The same equivalence on a GPU (bench/gpu_check.sh runs it), TF32 off for both paths."""
+    """The same equivalence on a GPU (bench/gpu_check.sh runs it) through cuDNN, as GPU jobs
+    train: cuDNN enabled and deterministic, no autotuning, TF32 off for both paths (``flags``
+    sets every flag it is not given to its default, ``enabled=False`` included, which would test
+    ATen's own CUDA convolutions instead)."""
     hp, dataset = cifar
     dataset = data.load("cifar10", hp.data_root, "cuda")
     starts = [models.build_initialised("resnet20", "cifar10", s).state_dict() for s in (0, 1)]
-    with torch.backends.cudnn.flags(allow_tf32=False):
-        finals, _ = stacked.train_stacked(hp, models.build("resnet20", "cifar10"), starts,
-                                          dataset, [(0, 1), (1, 1)], [None, None])
-        for i, order in enumerate((0, 1)):
-            model = models.build("resnet20", "cifar10")
-            model.load_state_dict(starts[i])
-            train.train(hp, model, dataset, order=order, copy=1)
-            solo = {k: v.cpu() for k, v in model.state_dict().items() if v.is_floating_point()}
-            flat = [torch.cat([d[k].flatten() for k in solo]) for d in (finals[i], solo,
-                                                                        starts[i])]
-            moved = (flat[1] - flat[2]).norm()
-            assert (flat[0] - flat[1]).norm() <= RESNET_DISPLACEMENT_TOL * moved
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True,
+                                        allow_tf32=False):
+            assert torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
+            finals, _ = stacked.train_stacked(hp, models.build("resnet20", "cifar10"), starts,
+                                              dataset, [(0, 1), (1, 1)], [None, None])
+            for i, order in enumerate((0, 1)):
+                model = models.build("resnet20", "cifar10")
+                model.load_state_dict(starts[i])
+                train.train(hp, model, dataset, order=order, copy=1)
+                solo = {k: v.cpu() for k, v in model.state_dict().items() if v.is_floating_point()}
+                flat = [torch.cat([d[k].flatten() for k in solo]) for d in (finals[i], solo,
+                                                                            starts[i])]
+                moved = (flat[1] - flat[2]).norm()
+                assert (flat[0] - flat[1]).norm() <= RESNET_DISPLACEMENT_TOL * moved
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32

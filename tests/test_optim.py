@@ -14,14 +14,15 @@ from lmcpipe import atomic, optim
 SHAPES = [(7, 5), (7,), (3, 7), (3,), (4, 3, 7)]  # the last: stacked members, leading dim
 
 
-def run(make, steps: int = 6, lr: float = 0.05) -> list[torch.Tensor]:
-    """Parameters after ``steps`` updates with the same seeded gradients, lr changing per step."""
+def run(make, steps: int = 6, lr: float = 0.05, device: str = "cpu") -> list[torch.Tensor]:
+    """Parameters after ``steps`` updates with the same seeded gradients, lr changing per step
+    (drawn on the CPU, so every device sees the same numbers)."""
     gen = torch.Generator().manual_seed(0)
-    params = [torch.randn(s, generator=gen).requires_grad_() for s in SHAPES]
+    params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in SHAPES]
     opt = make(params)
     for t in range(steps):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.randn(p.shape, generator=gen).to(device)
         step_lr = lr * (t + 1) / steps
         if isinstance(opt, torch.optim.Optimizer):
             for group in opt.param_groups:
@@ -80,6 +81,34 @@ def test_adam_is_bit_identical_to_torch_fused_and_foreach(fused, weight_decay):
     ref = run(lambda ps: torch.optim.Adam(ps, lr=0.0, weight_decay=weight_decay,
                                           **path_flag(fused)))
     assert same(ours, ref)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@CUDA
+@pytest.mark.parametrize("kind", ["sgd", "sgd-momentum-wd", "adam", "adam-wd"])
+def test_fused_kernels_on_cuda_match_torch_optim(kind):
+    """The private fused calls on CUDA (what a GPU job runs; bench/gpu_check.sh runs this): bit
+    for bit torch.optim's fused implementation on CUDA, and within float tolerance of the CPU."""
+    def ours(ps):
+        if kind.startswith("adam"):
+            return optim.Adam(ps, weight_decay=1e-2 if kind.endswith("wd") else 0.0)
+        wd = kind.endswith("wd")
+        return optim.SGD(ps, momentum=0.9 if wd else 0.0, weight_decay=1e-2 if wd else 0.0)
+
+    def reference(ps):
+        if kind.startswith("adam"):
+            return torch.optim.Adam(ps, lr=0.0, weight_decay=1e-2 if kind.endswith("wd") else 0.0,
+                                    fused=True)
+        wd = kind.endswith("wd")
+        return torch.optim.SGD(ps, lr=0.0, momentum=0.9 if wd else 0.0,
+                               weight_decay=1e-2 if wd else 0.0, fused=True)
+
+    assert ours([torch.zeros(2, device="cuda", requires_grad=True)]).fused
+    on_cuda = run(ours, device="cuda")
+    assert same(on_cuda, run(reference, device="cuda"))
+    assert close([t.cpu() for t in on_cuda], run(ours))
 
 
 def test_fused_is_the_default_on_cpu_and_can_be_turned_off():
