@@ -179,6 +179,20 @@ def test_killed_cohort_resumes_bit_identical(tmp_path, data_root, stack):
     """SIGKILL a real ``lmcpipe cohort`` process once its first chunk is kept as partial files
     and the next one has written a checkpoint; the rerun ends with the uninterrupted bits."""
     hp = tiny_hparams(data_root, steps=400, checkpoint_every=10, eval_steps=(0, 200, 400))
+    kill_and_resume(tmp_path, hp, stack, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stack", [1, 2])
+def test_killed_cohort_resumes_bit_identical_on_cuda(tmp_path, cifar, stack):
+    """The same on a GPU with ResNet-20 (cuDNN convolutions, BatchNorm), as a GPU job runs:
+    the stage's default settings make CUDA deterministic (bench/gpu_check.sh runs this)."""
+    hp = dataclasses.replace(cifar[0], steps=120, warmup_steps=0, checkpoint_every=5,
+                             eval_steps=(0, 60, 120))
+    kill_and_resume(tmp_path, hp, stack, "cuda")
+
+
+def kill_and_resume(tmp_path: Path, hp: TrainHParams, stack: int, device: str) -> None:
     start = write_start(tmp_path, hp, 0)
     mask = write_mask(tmp_path, start)
 
@@ -186,7 +200,7 @@ def test_killed_cohort_resumes_bit_identical(tmp_path, data_root, stack):
         spec = json.dumps([dataclasses.asdict(m) for m in ms])
         return [sys.executable, "-m", "lmcpipe", "cohort", "--hparams", to_json(hp), "--seed",
                 "0", "--start-step", "0", "--level", "1", "--members", spec, "--stack",
-                str(stack)]
+                str(stack), "--device", device]
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     reference = members(tmp_path / "uninterrupted", start, mask)
