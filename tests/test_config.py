@@ -189,6 +189,9 @@ def test_train_closure():
     assert "train.py" not in figures
     prune = {p.name for p in codever.closure("stages.prune")}
     assert not prune & {"train.py", "cohort.py", "optim.py"}  # mask jobs: no training stack
+    cohort = {p.name for p in codever.closure("stages.cohort")}
+    assert "slots.py" not in names | cohort and "provenance.py" not in names | cohort
+    assert {"devices.py", "cohort.py", "stacked.py"} <= cohort  # devices sets the numerics
 
 
 def test_version_follows_the_closure(tmp_path):
@@ -215,6 +218,10 @@ def test_version_follows_the_closure(tmp_path):
         f.write("\n# edited\n")
     train2, figures2 = versions()
     assert train2 != train1 and figures2 == figures1
+    for neutral in ("slots.py", "progress.py", "provenance.py"):  # where and how visibly
+        with open(package / neutral, "a") as f:
+            f.write("\n# edited\n")
+    assert versions() == (train2, figures2)
 
 
 def test_yaml_anchors_shared_between_experiments_are_converted_per_experiment():
@@ -248,8 +255,9 @@ def test_baseline_levels_choose_where_baselines_train():
     assert plan.kind_levels(exp, "imp_level") == [1, 2] and plan.kind_levels(exp, "level") == [3]
     assert {r.level for r in plan.runs(exp) if r.variant != "imp"} == {3}
     assert "imp_level" in plan.cohort_kinds(exp)
-    assert {kind for _, _, level, kind in plan.cohorts(exp) if level} == {"imp_level", "level"}
+    assert {kind for _, _, level, kind in plan.cohorts(exp) if level} == {
+        "chain", "imp_level", "level"}
     everywhere = validate(edited(cfg, "experiments.x.prune.baseline_levels", []))["x"]
-    assert plan.cohort_kinds(everywhere) == ["dense", "level"]
+    assert plan.cohort_kinds(everywhere) == ["dense", "fork0", "chain", "level"]
     with pytest.raises(ConfigError, match=r"prune\.baseline_levels: level 4 is beyond"):
         validate(edited(cfg, "experiments.x.prune.baseline_levels", [3, 4]))

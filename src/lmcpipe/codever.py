@@ -4,6 +4,10 @@ Snakemake's "code" rerun trigger sees only a rule's shell text. Passing this has
 parameter makes an edit of, say, ``train.py`` rerun the training jobs (and, through file times,
 everything downstream) while an edit of ``figures/paper_a.py`` reruns only figures. The rules
 hash the stage module they call (``lmcpipe.stages.<stage>``).
+
+Modules that decide where and how visibly a job runs but never what it computes (``NEUTRAL``:
+the GPU/CPU slot a job claims, its progress lines, its provenance record) are left out, with
+what only they import: editing them must not rerun finished training.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+NEUTRAL = frozenset({"lmcpipe.slots", "lmcpipe.progress", "lmcpipe.provenance"})
 
 
 def _module_file(name: str) -> Path | None:
@@ -46,7 +51,7 @@ def closure(module: str) -> list[Path]:
     files: set[Path] = set()
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in NEUTRAL:
             continue
         seen.add(name)
         path = _module_file(name)
