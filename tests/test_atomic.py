@@ -57,3 +57,15 @@ def test_stage_reports_a_damaged_input_in_one_line(tmp_path):
     assert done.stderr.startswith(f"lmcpipe prune: {path} is damaged ("), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "mask.pt").exists()
+
+
+def test_equal_objects_are_saved_as_equal_bytes(tmp_path):
+    """Run fingerprints hash a start point's bytes: a W_0 rebuilt by a retried job (a SLURM job
+    group reruns all its jobs) must keep its bytes, or every resume file of its runs would be
+    ignored as stale (tests/slurm: killed, resubmitted and resumed)."""
+    state = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "step": 0}
+    atomic.save_torch(state, tmp_path / "a.pt")
+    atomic.save_torch(state, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(atomic.load_torch(tmp_path / "a.pt")["state_dict"]["w"],
+                       state["state_dict"]["w"])

@@ -35,9 +35,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a file object: given a file name, torch names the archive's top
+    folder after it (here a random temporary name), so equal objects saved twice differed in
+    their bytes; through a file object it is always ``archive``, and equal objects give equal
+    bytes. Run fingerprints hash a start point's bytes (``lmcpipe.train.run_fingerprint``): a
+    W_0 rebuilt by a retried cluster job must not make its runs' resume files look stale."""
     import torch  # here, not at the top: table and figure stages never load torch (~2.5 s)
 
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    write_atomic(path, write)
 
 
 class DamagedArtifact(StageError):
