@@ -5,7 +5,8 @@ cluster's GPUs, a laptop's CPU, a rerun after an edit), and planning a full-size
 wall time of each kind of job. Snakemake keeps neither, so each trained run and each
 interpolated pair gets a small JSON sidecar (``paths.record_file``): the stage, its wall time,
 the steps trained, the folder its data was read from (``data_fields``: a partial dataset folder
-under the data root silently falls back to another copy, so the record says which) and the
+under the data root silently falls back to another copy, so the record says which), the job's
+GPU or CPU slot and the numerics in force (precision, TF32, determinism: ``note_job``) and the
 environment (``environment``). ``lmcpipe.aggregate`` gathers them into
 the ``provenance`` table.
 
@@ -97,6 +98,15 @@ def environment(device: object) -> dict[str, Any]:
     return dict(_environment(str(device)))
 
 
+_JOB: dict[str, Any] = {}  # what every record of this process carries (``note_job``)
+
+
+def note_job(**fields: Any) -> None:
+    """Fields that every record this process writes from now on carries: the job's slot and
+    numerics (``lmcpipe.devices.pick_device``), which hold for the whole process."""
+    _JOB.update(fields)
+
+
 def finished() -> str:
     """Now, in UTC, as ISO 8601 (``2025-01-31T12:00:00+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -129,9 +139,10 @@ def record(stage: str, device: object, job_start: float, wall_s: float | None,
            **fields: Any) -> dict[str, Any]:
     """One artifact's record: ``stage``, its own ``wall_s``, ``job_wall_s`` (seconds since
     ``job_start``, a ``time.perf_counter()`` taken when the stage's main began), ``fields``,
-    the ``finished`` time and the ``environment``."""
+    the job's ``slot`` and ``numerics`` (``note_job``), the ``finished`` time and the
+    ``environment``."""
     return {"stage": stage, "wall_s": _seconds(wall_s),
-            "job_wall_s": _seconds(time.perf_counter() - job_start), **fields,
+            "job_wall_s": _seconds(time.perf_counter() - job_start), **fields, **_JOB,
             "finished": finished(), **environment(device)}
 
 

@@ -12,8 +12,7 @@ import argparse
 import pandas as pd
 import torch
 
-from lmcpipe import atomic, csvfiles, curvature, data, masks, models
-from lmcpipe.devices import pick_device
+from lmcpipe import atomic, csvfiles, curvature, data, devices, masks, models
 from lmcpipe.hparams import AnalysisHParams, JsonFlag, TrainHParams
 
 
@@ -29,13 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    devices.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
     hp, ap = args.hparams, args.analyses
-    dataset = data.load(hp.dataset, hp.data_root, pick_device(args.device), hp.image_size)
+    device = devices.from_args(args, devices.evaluation_precision(hp.precision))
+    torch.set_num_threads(args.threads)
+    dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     record = atomic.load_torch(args.model)  # read once: weights and the frozen count
     model = models.build(hp.model, hp.dataset)
     model.load_state_dict(record["state_dict"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from lmcpipe import devices
 from lmcpipe.hparams import InterpHParams, JsonFlag, TrainHParams
 
 
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy2", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    devices.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -31,10 +32,10 @@ def main(args: argparse.Namespace) -> None:
     import torch
 
     from lmcpipe import interpolate
-    from lmcpipe.devices import pick_device
 
     job_start = time.perf_counter()
+    device = devices.from_args(args, devices.evaluation_precision(args.hparams.precision))
     torch.set_num_threads(args.threads)
     interpolate.interpolate_files(
         args.hparams, args.interp, [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}],
-        pick_device(args.device), job_start)
+        device, job_start)

@@ -10,6 +10,7 @@ import argparse
 import time
 from typing import TypedDict
 
+from lmcpipe import devices
 from lmcpipe.hparams import InterpHParams, JsonFlag, TrainHParams
 
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, action=JsonFlag, schema=list[Pair],
                    help="JSON list of {copy1, copy2, out}")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    devices.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -38,11 +39,10 @@ def main(args: argparse.Namespace) -> None:
     import torch
 
     from lmcpipe import interpolate
-    from lmcpipe.devices import pick_device
 
     job_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
     if not args.pairs:
         raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
-    interpolate.interpolate_files(args.hparams, args.interp, args.pairs, pick_device(args.device),
-                                  job_start)
+    device = devices.from_args(args, devices.evaluation_precision(args.hparams.precision))
+    torch.set_num_threads(args.threads)
+    interpolate.interpolate_files(args.hparams, args.interp, args.pairs, device, job_start)

@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 
+from lmcpipe import devices
 from lmcpipe.hparams import JsonFlag, TrainHParams
 
 
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--references", nargs="*", default=[],
                    help="earlier rounds' optima for the repellent/attractive term (paper B)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    devices.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -45,14 +46,13 @@ def main(args: argparse.Namespace) -> None:
     import torch
 
     from lmcpipe import atomic, csvfiles, data, masks, paths, provenance
-    from lmcpipe.devices import pick_device
     from lmcpipe.errors import Diverged
     from lmcpipe.train import model_record, run_fingerprint, start_model, train
 
     job_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
     hp = args.hparams
-    device = pick_device(args.device)
+    device = devices.from_args(args, hp.precision)  # its slot first: pins, before torch threads
+    torch.set_num_threads(args.threads)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     model = start_model(hp, None if args.reinit else args.start, args.seed, args.start_step,
                         args.level)
