@@ -331,8 +331,10 @@ def test_cli_ignores_stale_resume_file(data_root, dataset, tmp_path, capsys):
     assert sha256(stale_dir / "metrics.csv") == sha256(tmp_path / "clean" / "metrics.csv")
 
 
-def test_killed_run_resumes_bit_for_bit(data_root, tmp_path):
-    hp = tiny_hparams(data_root, steps=600, eval_steps=(0, 100, 400), checkpoint_every=20)
+@pytest.mark.parametrize("micro", [0, 5], ids=["whole-batches", "micro-batches"])
+def test_killed_run_resumes_bit_for_bit(data_root, tmp_path, micro):
+    hp = tiny_hparams(data_root, steps=600, eval_steps=(0, 100, 400), checkpoint_every=20,
+                      micro_batch=micro)
     start = write_init(hp, tmp_path / "k0.pt")
     mask_path = tmp_path / "mask.pt"
     masks.save(imp_mask(init(0), levels=1), str(mask_path), level=1)
@@ -382,6 +384,8 @@ def test_killed_run_resumes_bit_for_bit(data_root, tmp_path):
     record = provenance.read_record(model_file)
     assert (record["resumed_at"], record["steps"]) == (resumed_at, hp.steps - resumed_at)
     assert "train: step 600/600 (100%)" in again.stdout
+    assert record["micro_batch"] == (micro or hp.batch_size)
+    assert ("micro-batches of 5 examples (4 per step of 20)" in again.stdout) == bool(micro)
 
 
 def test_train_cli_reinit_start(data_root, tmp_path):

@@ -4,8 +4,9 @@ Per-job fixed cost (``import torch``, reading the data, building the network) wa
 of a demo job when every run was its own job; a cohort pays it once for all its runs. Members are
 trained in chunks of at most ``stack``: a chunk of one is ``train.train`` exactly as a single run
 (bit for bit: the same function, the global RNG reset to the state a fresh process has), a larger
-chunk is one stacked model (``lmcpipe.stacked``). Runs with paper B's repellent term are always
-trained alone.
+chunk is one stacked model (``lmcpipe.stacked``). Runs with paper B's repellent term, and runs
+whose batches are split into micro-batches (``train.micro_batch``), are always trained alone. How
+many members a stacked step holds by default: ``default_stack``.
 
 Resumption: a member whose chunk finished is kept in a ``.partial`` file beside its ``model.pt``
 (weights, metrics, fingerprint) until the whole cohort is done; a chunk in progress keeps its
@@ -30,13 +31,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmcpipe import atomic, csvfiles, data, masks, models, paths, provenance, stacked
+from lmcpipe import atomic, csvfiles, data, masks, memory, models, paths, provenance, stacked
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.train import model_record, run_fingerprint, start_model, train
 
 METRIC_COLUMNS = ["step", "split", "loss", "error"]
-STACK_DEFAULTS = {"cpu": 1, "cuda": 16}  # members per stacked step when resources.stack is 0
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,35 @@ class Member:
     references: tuple[str, ...] = field(default=())
 
 
-def default_stack(device: torch.device) -> int:
-    """Members per stacked step when the experiment leaves it to lmcpipe (measured in
-    ``bench/cohort_throughput.py``: on a CPU one after another is fastest)."""
-    return STACK_DEFAULTS.get(device.type, 1)
+def default_stack(device: torch.device, hp: TrainHParams | None = None, members: int = 1,
+                  dataset: data.Data | None = None) -> int:
+    """Members per stacked step when the experiment leaves it to lmcpipe (``resources.stack``
+    0) for a cohort of ``members`` runs of ``hp`` on ``dataset``.
+
+    On the CPU 1: one after another is fastest there (``bench/cohort_throughput.py``). On CUDA
+    as many as the device's memory holds (``memory.stack_size``): floor((device memory x 0.9 -
+    CUDA context - dataset on the device) / one stacked member's bytes at the batch size), at
+    least 1, at most ``members``; 1 when the runs split their batches into micro-batches
+    (``train.micro_batch``), which only single runs do.
+    """
+    total = memory.device_bytes(device) if hp is not None else None
+    if total is None or hp is None or splits_batches(hp):
+        return 1
+    fixed = memory.fixed_bytes(memory.resident_bytes(dataset) if dataset is not None
+                               else memory.dataset_bytes(hp.dataset))
+    member = memory.footprint(memory.Workload.of(hp), stacked=True).total
+    stack = memory.stack_size(total, member, fixed, members)
+    gib = memory.GiB
+    print(f"stack: {stack} of {members} members: {total / gib:.1f} GiB x "
+          f"{1 - memory.MARGIN:.2f} - {fixed / gib:.2f} GiB (CUDA context, data) over "
+          f"{member / gib:.2f} GiB per stacked member at batch {hp.batch_size}", flush=True)
+    return stack
+
+
+def splits_batches(hp: TrainHParams) -> bool:
+    """Whether the experiment sets micro-batches smaller than its batch (``train.micro_batch``);
+    such runs train one after another, whatever the stack."""
+    return 0 < hp.micro_batch < hp.batch_size
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:
@@ -90,6 +115,7 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
         [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
         resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key,
         stats=stats)
+    stats["micro_batch"] = hp.batch_size  # a stacked step takes each member's batch whole
     return list(zip(finals, rows, strict=True))
 
 
@@ -121,7 +147,7 @@ def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
     if done:
         print(f"cohort: {len(done)} of {len(members)} members already trained")
     repel = [i for i in todo if members[i].references and hp.repel_lambda]
-    solo = todo if stack <= 1 else repel
+    solo = todo if stack <= 1 or splits_batches(hp) else repel
     together = [i for i in todo if i not in solo]
     chunks = [[i] for i in solo] + _chunks(together, stack)
     for n, chunk in enumerate(sorted(chunks), 1):

@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from lmcpipe import paths
+from lmcpipe.costs import cluster_numbers
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.figures.registry import FIGURES
 from lmcpipe.hparams import Experiment, experiment_from_config
@@ -236,6 +237,7 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
                          ) -> tuple[dict[str, Experiment], dict[str, dict[str, dict[str, Any]]]]:
     """``validate``, and the sweeps: {sweep: {member experiment: {train key: value}}}."""
     validator, schema = _validator(str(schema_path), Path(schema_path).stat().st_mtime_ns)
+    cluster_numbers(config)
     _plain_values(config)
     _schema_check(validator, config)
     sweeps = _expand_sweeps(config)
@@ -320,6 +322,10 @@ def _check_experiment(exp: dict[str, Any]) -> None:
         raise _Refused("train.batch_size", f"{train['batch_size']} is more than the "
                        f"{dataset.train_size} training examples of {exp['dataset']} (a batch "
                        "holds each at most once)")
+    micro = train["micro_batch"]
+    if micro and train["batch_size"] % micro:
+        raise _Refused("train.micro_batch", f"{micro} does not divide train.batch_size = "
+                       f"{train['batch_size']} (use a divisor of it, or 0 to let lmcpipe choose)")
     _to_iterations(exp)
     steps = train["steps"]
     if train["image_size"] and dataset.format != "imagefolder":

@@ -34,7 +34,7 @@ def splits(data, train_examples: int = 0) -> dict[str, tuple[torch.Tensor, torch
     return {"train": (data.train_x[:n], data.train_y[:n]), "test": (data.test_x, data.test_y)}
 
 
-def evaluate_splits(model: nn.Module, data, train_examples: int = 0
+def evaluate_splits(model: nn.Module, data, train_examples: int = 0, batch: int = 5000
                     ) -> dict[str, tuple[float, float]]:
-    return {name: evaluate(model, x, y, prepare=data.prepare)
+    return {name: evaluate(model, x, y, batch, prepare=data.prepare)
             for name, (x, y) in splits(data, train_examples).items()}

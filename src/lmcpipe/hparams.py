@@ -15,10 +15,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
 
 from lmcpipe.errors import InputError
+
+# Field metadata of a field added to a dataclass after results trained under it existed:
+# ``to_json`` leaves it out while it holds its default. A job's params are ``to_json`` of its
+# hyperparameters, and Snakemake reruns a job whose params changed, so a new field written out
+# at its default would rerun every finished job although nothing it computes changed.
+ADDED_LATER = "lmcpipe_added_later"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class TrainHParams:
     image_size: int = 0
     repel_lambda: float = 0.0
     bias_init: str = "uniform"
+    # examples per forward/backward; 0: the whole batch when it fits the device, else the largest
+    # divisor that does (lmcpipe.memory). Added after results existed: see ``ADDED_LATER``.
+    micro_batch: int = field(default=0, metadata={ADDED_LATER: True})
 
     def lr_at(self, step: int) -> float:
         """Learning rate of iteration ``step`` (0-based): the schedule times open_lth's linear
@@ -170,9 +179,24 @@ def experiment_from_config(name: str, exp: dict[str, Any], data_root: str) -> Ex
     )
 
 
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict``, less each ``ADDED_LATER`` field that holds its default (at any
+    depth: an Experiment holds its TrainHParams), so adding such a field leaves every earlier
+    JSON byte for byte as it was. Decoding (``conform``) fills the field's default back in."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get(ADDED_LATER) and getattr(value, f.name) == f.default)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def to_json(hp: Any) -> str:
-    """Canonical JSON of a dataclass (sorted keys, so equal values give equal strings)."""
-    return json.dumps(asdict(hp), sort_keys=True, separators=(",", ":"))
+    """Canonical JSON of a dataclass (sorted keys, so equal values give equal strings); fields
+    added later are left out at their default (``ADDED_LATER``)."""
+    return json.dumps(_plain(hp), sort_keys=True, separators=(",", ":"))
 
 
 # --- JSON flags: decoded JSON checked against an annotation -----------------------------------
@@ -301,6 +325,7 @@ def experiment_from_json(text: str) -> Experiment:
 
 
 __all__ = [
+    "ADDED_LATER",
     "AnalysisHParams",
     "Experiment",
     "InterpHParams",

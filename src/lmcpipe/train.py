@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, masks, models, optim
+from lmcpipe import atomic, data, masks, memory, models, optim
 from lmcpipe.errors import Diverged
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams, to_json
@@ -93,8 +93,11 @@ def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch
 
 
 def eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int) -> list[dict]:
+    """Loss and error on both splits, in chunks that fit beside the run (``memory.eval_batch``:
+    5000 examples, fewer on a GPU where they would not)."""
     with autocast(hp, dataset.device):
-        metrics = evaluate_splits(model, dataset, hp.eval_train_examples)
+        metrics = evaluate_splits(model, dataset, hp.eval_train_examples,
+                                  memory.eval_batch(hp, dataset))
     return [
         {"step": step, "split": split, "loss": loss, "error": err}
         for split, (loss, err) in metrics.items()
@@ -154,7 +157,16 @@ def train(
     attractive term (``repulsion``). A NaN or infinite loss raises ``Diverged`` at the next
     evaluation, checkpoint or the end (``LossWatch``), before anything is written.
     Progress lines go to stdout (``lmcpipe.progress``); ``stats``, when given, is filled with
-    what this process trained (``run_stats``) for the run's provenance record.
+    what this process trained (``run_stats``) and its ``micro_batch`` for the run's provenance
+    record.
+
+    Micro-batches (``memory.micro_batch``: ``hp.micro_batch``, or on a GPU the largest divisor of
+    the batch that fits): the step's batch, augmented whole (the same draws as unsplit), is cut
+    into micro-batches whose losses are scaled by their share of the batch, so the summed
+    gradient is the batch's mean-loss gradient. BatchNorm normalises over each micro-batch and
+    updates its running statistics once per micro-batch. A step is never checkpointed halfway,
+    so a resumed run repeats whole steps; it keeps the micro-batch it began with where that
+    fits (the checkpoint holds it).
     """
     stop = hp.steps if stop_step is None else stop_step
     device = dataset.device
@@ -173,8 +185,13 @@ def train(
         model.load_state_dict(state["model"])
         step, rows = state["step"], [dict(r) for r in json.loads(state["rows"])]
         print(f"resumed at step {step} from {resume_path}")
+    micro = memory.micro_batch(hp, dataset, state.get("micro_batch") if state else None)
+    if micro < hp.batch_size:
+        print(f"micro-batches of {micro} examples ({hp.batch_size // micro} per step of "
+              f"{hp.batch_size}): " + ("train.micro_batch" if hp.micro_batch else
+                                       f"the whole batch does not fit {device}"), flush=True)
     if stats is not None:
-        stats.update(run_stats(start_step, stop, step, state is not None))
+        stats.update(run_stats(start_step, stop, step, state is not None), micro_batch=micro)
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mparams, mtensors)
@@ -201,12 +218,16 @@ def train(
         xb = dataset.prepare(x.index_select(0, idx))
         if augment:
             xb = augment(xb, order, copy, step)
-        with autocast(hp, device):
-            loss = model.training_loss(xb, y.index_select(0, idx).to(device, non_blocking=True))
-        if reg is not None:
-            loss = loss + reg()
-        model.zero_grad(set_to_none=True)
-        loss.backward()
+        yb = y.index_select(0, idx).to(device, non_blocking=True)
+        if micro < len(idx):
+            loss = accumulate(model, xb, yb, micro, hp, reg)
+        else:
+            with autocast(hp, device):
+                loss = model.training_loss(xb, yb)
+            if reg is not None:
+                loss = loss + reg()
+            model.zero_grad(set_to_none=True)
+            loss.backward()
         watch.add(loss)
         masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
@@ -221,6 +242,7 @@ def train(
                     "step": step,
                     "rows": json.dumps(rows),
                     "rng": torch.get_rng_state(),
+                    "micro_batch": micro,
                 },
                 resume_path,
             )
@@ -228,6 +250,28 @@ def train(
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)
     return rows
+
+
+def accumulate(model: PrunableModel, xb: torch.Tensor, yb: torch.Tensor, micro: int,
+               hp: TrainHParams, reg=None) -> torch.Tensor:
+    """The gradients of the batch (``xb``, ``yb``) summed over micro-batches of ``micro``
+    examples into the model's ``.grad``; returns the batch's loss (detached).
+
+    The network's loss is a mean over its examples (cross-entropy; Inception-v3 adds its
+    auxiliary head's mean), so scaling micro-batch j's loss by n_j / n makes the summed
+    gradient that of the whole batch's mean loss; paper B's term ``reg`` (a function of the
+    weights only) is added once, to the first micro-batch.
+    """
+    model.zero_grad(set_to_none=True)
+    n, total = len(xb), None
+    for j, (xm, ym) in enumerate(zip(xb.split(micro), yb.split(micro), strict=True)):
+        with autocast(hp, xb.device):
+            part = model.training_loss(xm, ym) * (len(xm) / n)
+        if reg is not None and j == 0:
+            part = part + reg()
+        part.backward()
+        total = part.detach() if total is None else total + part.detach()
+    return total
 
 
 def run_stats(start_step: int, stop_step: int, first_step: int, resumed: bool) -> dict:

@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from lmcpipe import cohort, data, provenance
-from lmcpipe.devices import pick_device
+from lmcpipe import cohort, data, devices, provenance
 from lmcpipe.hparams import JsonFlag, TrainHParams
 
 
@@ -29,21 +28,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON list of {order, copy, model_out, metrics_out, start, mask, "
                         "references}")
     p.add_argument("--stack", type=int, default=0,
-                   help="members per stacked step (0: the device's default, "
-                        f"{cohort.STACK_DEFAULTS})")
+                   help="members per stacked step (0: 1 on the CPU, on CUDA as many as the "
+                        "device's memory holds: lmcpipe.cohort.default_stack)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    devices.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> None:
     job_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
     hp, members = args.hparams, args.members
     if not members:
         raise SystemExit("lmcpipe cohort: --members lists no run")
-    device = pick_device(args.device)
-    stack = args.stack or cohort.default_stack(device)
+    device = devices.from_args(args, hp.precision)  # its slot first: pins, before torch threads
+    torch.set_num_threads(args.threads)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
+    stack = args.stack or cohort.default_stack(device, hp, len(members), dataset)
     print(f"cohort of {len(members)} runs on {device}, {stack} per stacked step")
     for m in members:
         provenance.discard_record(m.model_out)
