@@ -84,6 +84,7 @@ def plan_everything(experiments: dict, sweeps: dict, cfg: dict) -> int:
         dirs = {r.dir(exp) for r in runs}
         assert len(dirs) == len(runs), "two runs share a directory"
         assert set(runs) <= set(cohort_runs), "a run no cohort trains"
+        assert len(set(cohort_runs)) == len(cohort_runs), "a run two cohorts train"
         for p in plan.pairs(exp):
             plan.path_file(exp, p)
         for s, k in plan.chains(exp):

@@ -137,6 +137,27 @@ def test_dense_run_serves_as_copy_one_at_level_zero(workdir):
     assert job_counts(planned)["cohort_dense_tiny"] == 1
 
 
+def test_the_next_level_waits_for_the_chains_run_alone(tmp_path):
+    """Level 3's mask needs the dense run, the chain's runs at levels 1 and 2 and their masks,
+    none of the levels' other runs; on one core the chain's jobs (scheduler priority) run
+    before a level's other runs that are ready beside them."""
+    write_dataset(tmp_path / "data" / "fashion_mnist")
+    config = with_changes({"data_root": str(tmp_path / "data"), **TINY}, prune__levels=3)
+    mask = paths.mask("tiny", 0, 0, "imp", 3)
+    planned = snakemake(tmp_path, config, mask, "-n")
+    assert job_counts(planned.stdout) == {"init": 1, "cohort_dense_tiny": 1, "prune": 3,
+                                          "cohort_chain_tiny": 2}, planned.stdout[-2000:]
+    other = f"{paths.run('tiny', 0, 0, 'imp', 1, 1, 2, 0)}/{paths.MODEL}"  # level 1, not chain
+    cmd = [sys.executable, "-m", "snakemake", other, mask, "-s", str(REPO / "Snakefile"),
+           "-d", str(tmp_path), "--cores", "1", "--configfile", str(tmp_path / "config.yaml")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = [line.split()[1].rstrip(":") for line in (done.stdout + done.stderr).splitlines()
+               if line.startswith(("localrule cohort_", "localrule prune:"))]
+    assert started == ["cohort_dense_tiny", "prune", "cohort_chain_tiny", "prune",
+                       "cohort_chain_tiny", "prune", "cohort_imp_level_tiny"], started
+
+
 def test_second_run_has_nothing_to_do(workdir):
     again = snakemake(workdir, config_of(workdir), "-n")
     assert again.returncode == 0
@@ -147,7 +168,7 @@ def test_second_run_has_nothing_to_do(workdir):
 def test_changing_alphas_reruns_only_interpolation_and_reports(workdir):
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), instability__alphas=7),
                                   "-n").stdout)
-    assert set(counts) == {"interpolate_dense_tiny", "interpolate_fork_tiny",
+    assert set(counts) == {"interpolate_fork0_tiny", "interpolate_fork_tiny",
                            "interpolate_level_tiny", "interpolate_imp_level_tiny", "aggregate",
                            "figure", "report_page", "report_index", "all"}
 
@@ -156,8 +177,11 @@ def test_changing_prune_fraction_reruns_pruned_levels_only(workdir):
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir), prune__fraction=0.5),
                                   "-n").stdout)
     assert counts["prune"] == 2
-    assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
-    # level 1's cohort (IMP alone: baseline_levels [2]) and level 2's (IMP and both baselines)
+    assert not {"init", "cohort_dense_tiny", "cohort_fork0_tiny", "cohort_fork_tiny",
+                "rewind"} & set(counts)
+    # each level's chain run; level 1's other runs (IMP alone: baseline_levels [2]) and level
+    # 2's (IMP and both baselines)
+    assert counts["cohort_chain_tiny"] == 2
     assert counts["cohort_imp_level_tiny"] == 1 and counts["cohort_level_tiny"] == 1
 
 
@@ -172,19 +196,21 @@ def test_adding_a_seed_or_a_level_computes_only_new_work(workdir):
     counts = job_counts(snakemake(workdir, with_changes(base, prune__levels=3), "-n").stdout)
     assert counts["prune"] == 1
     assert counts["cohort_imp_level_tiny"] == 1  # level 3 is outside baseline_levels
-    assert not {"init", "cohort_dense_tiny", "cohort_fork_tiny", "rewind"} & set(counts)
+    assert counts["cohort_chain_tiny"] == 1
+    assert not {"init", "cohort_dense_tiny", "cohort_fork0_tiny", "cohort_fork_tiny",
+                "rewind"} & set(counts)
 
 
 def test_changing_the_baselines_reruns_only_the_level_cohorts(workdir):
     """A cohort's runs are a param of its job: dropping a baseline reruns the cohort that held it
-    (level 2's, the one baseline level) and what reads it, not level 1's IMP-only cohort, the
-    masks, or the dense and fork cohorts."""
+    (level 2's, the one baseline level) and what reads it, not the chain's runs, level 1's
+    IMP-only cohort, the masks, or the dense and fork cohorts."""
     counts = job_counts(snakemake(workdir, with_changes(config_of(workdir),
                                                        prune__baselines=["randprune"]),
                                   "-n").stdout)
     assert counts["cohort_level_tiny"] == 1
-    assert not {"init", "rewind", "prune", "cohort_dense_tiny", "cohort_fork_tiny",
-                "cohort_imp_level_tiny"} & set(counts)
+    assert not {"init", "rewind", "prune", "cohort_dense_tiny", "cohort_fork0_tiny",
+                "cohort_fork_tiny", "cohort_chain_tiny", "cohort_imp_level_tiny"} & set(counts)
 
 
 def test_changing_training_hyperparameters_reruns_training(workdir):
@@ -434,6 +460,7 @@ def test_baselines_train_at_the_deepest_level_only(workdir):
     both baselines, and the tables hold baselines at level 2 alone."""
     planned = job_counts((workdir / "planned.txt").read_text())
     assert planned["cohort_imp_level_tiny"] == 1 and planned["cohort_level_tiny"] == 1
+    assert planned["cohort_chain_tiny"] == 2
     runs = pd.read_csv(workdir / paths.table("tiny", "runs"))
     baselines = runs[runs["variant"] != "imp"]
     assert set(baselines["level"]) == {2} and set(baselines["variant"]) == {"randprune", "reinit"}

@@ -73,15 +73,20 @@ def runs(exp: Experiment) -> list[Run]:
 
 
 # --- cohorts: the runs one training job trains together ------------------------------------
-# A cohort is the runs of one (init seed, k, level) that follow the same schedule: "dense" is
-# level 0 at k = 0 (the dense run and the pairs forked at 0), "fork" level 0 at k > 0, "level" a
-# pruning level n >= 1 (IMP copies of every order, the chain's retrain run among them, and the
-# baselines), "imp_level" a pruning level without baselines (``prune.baseline_levels``),
-# "restart" the Fig 4 control at k > 0. Which runs a cohort holds depends only on the
-# experiment and the kind, so each (experiment, kind) is one Snakemake rule whose outputs are
-# patterns in {seed}, {k} and {level}.
-COHORT_KINDS = ("dense", "fork", "level", "imp_level", "restart")
-LEVEL_KINDS = ("level", "imp_level")
+# A cohort is the runs of one (init seed, k, level) that follow the same schedule. The chain's
+# own run (copy 1 of the chain's data order: the dense run at level 0, the IMP retrain run at
+# level n >= 1) trains in a cohort of its own, because the chain's next step (level n + 1's
+# mask) needs it and nothing else of its level: a chain of N levels then waits for N single
+# runs, not for N whole levels. The kinds: "dense" is the dense run alone; "fork0" the other
+# copies of the pairs forked at k = 0; "fork" the pairs forked at k > 0; "chain" a pruning level
+# n >= 1's retrain run alone; "level" the rest of a pruning level where the baselines train (IMP
+# copies of every order, the baselines); "imp_level" the rest of a level without baselines
+# (``prune.baseline_levels``); "restart" the Fig 4 control at k > 0. Which runs a cohort holds
+# depends only on the experiment and the kind, so each (experiment, kind) is one Snakemake rule
+# whose outputs are patterns in {seed}, {k} and {level}.
+COHORT_KINDS = ("dense", "fork0", "fork", "chain", "level", "imp_level", "restart")
+LEVEL_KINDS = ("chain", "level", "imp_level")  # the kinds with a {level} wildcard
+CHAIN_KINDS = ("dense", "chain")  # a chain's own run, alone: what its next level waits for
 
 
 def _pair_steps(exp: Experiment) -> set[int]:
@@ -90,23 +95,28 @@ def _pair_steps(exp: Experiment) -> set[int]:
 
 def cohort_shape(exp: Experiment, kind: str) -> list[tuple[str, int, int]]:
     """(variant, order, copy) of every run of a cohort of this kind."""
+    chain = ("imp", exp.chain_order, 1)
     both = [(d, c) for d in exp.orders for c in (1, 2)]
-    if kind == "dense":
-        shape = [("imp", d, c) for d, c in both] if 0 in _pair_steps(exp) else []
-        return shape or [("imp", exp.chain_order, 1)]  # the dense run is always trained
-    if kind in ("fork", "imp_level"):  # IMP pairs of every order, no baselines
+    imp = [("imp", d, c) for d, c in both if ("imp", d, c) != chain]
+    if kind in ("dense", "chain"):  # the dense run is always trained
+        return [chain]
+    if kind == "fork0":
+        return imp if 0 in _pair_steps(exp) else []
+    if kind == "fork":  # every copy of the IMP pairs: k > 0 has no chain run at level 0
         return [("imp", d, c) for d, c in both]
+    if kind == "imp_level":
+        return imp
     if kind == "restart":
         return [("restart", d, c) for d, c in both]
     if kind == "level":
         base = both if exp.prune.baseline_pairs else [(d, 1) for d in exp.orders]
-        return [("imp", d, c) for d, c in both] + [
-            (v, d, c) for v in exp.prune.baselines for d, c in base]
+        return imp + [(v, d, c) for v in exp.prune.baselines for d, c in base]
     raise ValueError(f"unknown cohort kind '{kind}'")
 
 
 def cohort_pairs_shape(exp: Experiment, kind: str) -> list[tuple[str, int]]:
-    """(variant, order) of every pair of a cohort whose path is measured."""
+    """(variant, order) of every pair whose path a cohort's interpolation job measures: the
+    pairs whose copy 2 it trains (copy 1 of the chain's pair is the chain's own run)."""
     shape = {(v, d) for v, d, c in cohort_shape(exp, kind) if c == 2}
     return sorted(shape, key=lambda vd: (vd[0] != "imp", vd))
 
@@ -114,6 +124,7 @@ def cohort_pairs_shape(exp: Experiment, kind: str) -> list[tuple[str, int]]:
 def cohort_kinds(exp: Experiment) -> list[str]:
     """The kinds of cohort an experiment has."""
     kinds = ["dense"]
+    kinds += ["fork0"] if 0 in _pair_steps(exp) else []
     kinds += ["fork"] if _pair_steps(exp) - {0} else []
     kinds += [kind for kind in LEVEL_KINDS if kind_levels(exp, kind)]
     kinds += ["restart"] if exp.control and set(exp.fork_steps) - {0} else []
@@ -121,20 +132,28 @@ def cohort_kinds(exp: Experiment) -> list[str]:
 
 
 def kind_levels(exp: Experiment, kind: str) -> list[int]:
-    """The pruning levels whose cohorts are of a level kind: "level" where the baselines train
-    (every level without baselines at all), "imp_level" at the others."""
+    """The pruning levels that have a cohort of a level kind: "chain" at every level, "level"
+    where the baselines train (every level without baselines at all), "imp_level" at the
+    others."""
     levels = range(1, exp.prune.levels + 1)
+    if kind == "chain":
+        return list(levels)
     plain = [n for n in levels if exp.prune.baselines and not exp.prune.has_baselines(n)]
     return plain if kind == "imp_level" else [n for n in levels if n not in plain]
 
 
-def cohort_kind(exp: Experiment, variant: str, k: int, level: int) -> str:
-    """The kind of the cohort a run of this variant, k and level trains in."""
-    if variant == "restart":
+def cohort_kind(exp: Experiment, run: Run) -> str:
+    """The kind of the cohort a run trains in."""
+    if run.variant == "restart":
         return "restart"
-    if level:
-        return "level" if level in kind_levels(exp, "level") else "imp_level"
-    return "dense" if k == 0 else "fork"
+    chain = (run.variant, run.order, run.copy) == ("imp", exp.chain_order, 1)
+    if run.level:
+        if chain:
+            return "chain"
+        return "level" if run.level in kind_levels(exp, "level") else "imp_level"
+    if run.k:
+        return "fork"
+    return "dense" if chain else "fork0"
 
 
 def cohort(exp: Experiment, seed: int, k: int, level: int, kind: str) -> list[Run]:
@@ -144,14 +163,17 @@ def cohort(exp: Experiment, seed: int, k: int, level: int, kind: str) -> list[Ru
 
 def cohorts(exp: Experiment) -> list[tuple[int, int, int, str]]:
     """(seed, k, level, kind) of every cohort of an experiment."""
+    kinds = cohort_kinds(exp)
     out = []
     for s in exp.inits:
         out.append((s, 0, 0, "dense"))
+        out += [(s, 0, 0, "fork0")] if "fork0" in kinds else []
         out += [(s, k, 0, "fork") for k in sorted(_pair_steps(exp) - {0})]
-        if "restart" in cohort_kinds(exp):
+        if "restart" in kinds:
             out += [(s, k, 0, "restart") for k in sorted(set(exp.fork_steps) - {0})]
-        out += [(s, k, n, cohort_kind(exp, "imp", k, n)) for k in exp.prune.rewind_steps
-                for n in range(1, exp.prune.levels + 1)]
+        for k in exp.prune.rewind_steps:
+            for n in range(1, exp.prune.levels + 1):
+                out += [(s, k, n, kind) for kind in LEVEL_KINDS if n in kind_levels(exp, kind)]
     return out
 
 

@@ -21,6 +21,7 @@ rule successive:
     threads: job_threads
     resources:
         **JOB_RESOURCES,
+        **job_costs("successive", group=successive_group),
     group:
         successive_group
     conda:
@@ -31,7 +32,9 @@ rule successive:
         "python -m lmcpipe interpolate --hparams {params.hp:q} --interp {params.interp:q}"
         " --copy1 {input.copy1:q} --copy2 {input.copy2:q} --out {output:q}"
         " --threads {threads:q}"
-        " --device {resources.device:q} > {log:q} 2>&1"
+        " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
+        " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
+        " > {log:q} 2>&1"
 
 
 rule rounds:
@@ -71,6 +74,7 @@ rule curvature:
     threads: job_threads
     resources:
         **JOB_RESOURCES,
+        **job_costs("curvature", group=group_of),
     group:
         group_of
     conda:
@@ -83,7 +87,10 @@ rule curvature:
         " --counting {params.counting:q}"
         " --seed {wildcards.seed:q} --k {wildcards.k:q} --level {wildcards.level:q}"
         " --out {output:q}"
-        " --threads {threads:q} --device {resources.device:q} > {log:q} 2>&1"
+        " --threads {threads:q}"
+        " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
+        " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
+        " > {log:q} 2>&1"
 
 
 # Paper C probes: the perturbed starts (perturb) and one-shot masks (oneshot) of one level, all
@@ -106,7 +113,8 @@ for _exp in EXPERIMENTS.values():
                 code=code_of("perturb"),
             threads: aux_threads
             resources:
-                **JOB_RESOURCES,
+                **AUX_RESOURCES,
+                **job_costs("perturb_start", group=probe_group),
             group:
                 probe_group
             conda:
@@ -139,7 +147,8 @@ for _exp in EXPERIMENTS.values():
                 code=code_of("oneshot-mask"),
             threads: aux_threads
             resources:
-                **JOB_RESOURCES,
+                **AUX_RESOURCES,
+                **job_costs("oneshot_mask", group=probe_group),
             group:
                 probe_group
             conda:

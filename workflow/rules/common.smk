@@ -127,15 +127,17 @@ def mask_args(wildcards, input):
 
 
 # --- cohorts (lmcpipe.plan): rules per (experiment, kind), in train.smk and interpolate.smk ---
-COHORT_K = {"dense": "0", "fork": r"[1-9]\d*", "restart": r"[1-9]\d*", "level": r"\d+",
-            "imp_level": r"\d+", **{probe: r"\d+" for probe in paths.PROBES}}
-COHORT_LEVEL = {"dense": "0", "fork": "0", "restart": "0",
+COHORT_K = {"dense": "0", "fork0": "0", "fork": r"[1-9]\d*", "restart": r"[1-9]\d*",
+            "chain": r"\d+", "level": r"\d+", "imp_level": r"\d+",
+            **{probe: r"\d+" for probe in paths.PROBES}}
+COHORT_LEVEL = {"dense": "0", "fork0": "0", "fork": "0", "restart": "0",
                 **{probe: r"\d+" for probe in paths.PROBES}}
 
 
 def cohort_level_constraint(exp, kind):
-    """Wildcard constraint on {level} of a cohort kind: the pruning levels of that kind (with
-    and without baselines, plan.kind_levels), so the two never claim the same IMP files."""
+    """Wildcard constraint on {level} of a cohort kind: the pruning levels of that kind (the
+    chain's run at every level; the rest with and without baselines, plan.kind_levels), so no
+    two rules claim the same IMP files."""
     if kind in plan.LEVEL_KINDS:
         return "|".join(str(n) for n in plan.kind_levels(exp, kind))
     return COHORT_LEVEL[kind]
@@ -147,14 +149,25 @@ def cohort_rule_kinds(exp):
 
 
 def cohort_group(kind):
-    """Job group (SLURM): probe runs from level L join level L + 1's group (they need θ_L and
-    m_(L+1)); every other cohort is its (seed, k, level)'s group."""
-    return probe_group if kind in paths.PROBES else group_of
+    """Job group (SLURM): the chain's own run goes with the chain's next step (chain_group);
+    probe runs from level L join level L + 1's group (they need θ_L and m_(L+1)); every other
+    cohort is its (seed, k, level)'s group."""
+    if kind in paths.PROBES:
+        return probe_group
+    return chain_group if kind in plan.CHAIN_KINDS else group_of
+
+
+def cohort_priority(kind):
+    """Scheduler priority: a chain's own run first (and the jobs before it: init, rewind,
+    prune), so that with fewer cores than ready jobs the chain never waits behind a level's
+    other runs, which no later level needs."""
+    return CHAIN_PRIORITY if kind in plan.CHAIN_KINDS else 0
 
 
 def _cohort_where(kind):
     """k and level as they appear in a cohort kind's patterns."""
-    return ("{k}" if kind != "dense" else 0), ("{level}" if kind in plan.LEVEL_KINDS else 0)
+    k = 0 if kind in ("dense", "fork0") else "{k}"
+    return k, ("{level}" if kind in plan.LEVEL_KINDS else 0)
 
 
 def cohort_outputs(exp, kind):
@@ -495,15 +508,6 @@ def wants_gpu(wildcards):
     return res["gpu"] or res["require_gpu"]
 
 
-def mem_mb_of(wildcards):
-    return resources_of(wildcards)["mem_mb"]
-
-
-def runtime_of(wildcards, attempt):
-    """Minutes; a retried job (profile `retries:`) gets attempt times the first limit."""
-    return attempt * resources_of(wildcards)["runtime_min"]
-
-
 def job_threads(wildcards):
     """Threads of a training or interpolation job (`threads:` of the experiment)."""
     return _serial_if_gpu(wildcards, exp_of(wildcards).threads)
@@ -515,15 +519,37 @@ def aux_threads(wildcards):
 
 
 def _serial_if_gpu(wildcards, threads):
-    """In a GPU experiment every grouped job takes all --cores, so that a job group runs its jobs
-    one after another on its one GPU: Snakemake adds up the GPUs of jobs it would run side by
-    side (and the remote job that runs a group does not see --resources limits)."""
-    return max(threads, workflow.cores) if wants_gpu(wildcards) else threads
+    """On a cluster, every grouped job of a GPU experiment takes all --cores, so that a job
+    group runs its jobs one after another on its one GPU: Snakemake adds up the GPUs of jobs it
+    would run side by side (and the remote job that runs a group does not see --resources
+    limits). Locally, GPU jobs run side by side, one per GPU slot (lmcpipe.slots), as many as
+    `--resources gpu=N` lets Snakemake start."""
+    return max(threads, workflow.cores) if wants_gpu(wildcards) and _batch_jobs() else threads
+
+
+def _batch_jobs():
+    """Whether jobs run as cluster batch jobs: submitted by a non-local executor (SLURM), or a
+    group's jobs run inside one on a node (remote mode). A dry run counts too: Snakemake forms
+    job groups in dry runs as it does on a cluster (Rule.group), so a dry run through the SLURM
+    profile shows what sbatch would get; a local dry run shows GPU jobs with all cores."""
+    return workflow.non_local_exec_or_dryrun or workflow.remote_exec
 
 
 def gpu_of(wildcards):
-    """Resource gpu (sbatch --gpus=[model:]1) when the site asks for GPUs with --gpus."""
-    return int(wants_gpu(wildcards) and config["cluster"]["gpu_flag"] == "gpus")
+    """Resource gpu. Locally, 1 for each training/interpolation job of a GPU experiment, so
+    that `--resources gpu=N` bounds how many run at once. On a cluster, sbatch --gpus=[model:]1
+    when the site asks for GPUs with --gpus; with --gres, resource gres asks instead (never
+    both: the SLURM plugin refuses a job that has both)."""
+    if not wants_gpu(wildcards):
+        return 0
+    return int(not _batch_jobs() or config["cluster"]["gpu_flag"] == "gpus")
+
+
+def aux_gpu_of(wildcards):
+    """Resource gpu of the small CPU jobs of a GPU experiment (init, masks): none locally, so
+    they run beside the GPU jobs on the remaining cores; on a cluster what the GPU jobs of
+    their job group ask (a batch job asks for the most of any job in it)."""
+    return gpu_of(wildcards) if _batch_jobs() else 0
 
 
 def gpu_model_of(wildcards):
@@ -551,17 +577,56 @@ def device_of(wildcards):
     return "cuda" if resources_of(wildcards)["require_gpu"] else "auto"
 
 
+# Slots and numerics of a job with --device (lmcpipe.devices): resources, not params, so that
+# changing them reruns nothing.
+def jobs_per_gpu_of(wildcards):
+    return resources_of(wildcards)["jobs_per_gpu"]
+
+
+def cpu_slots_of(wildcards):
+    return resources_of(wildcards)["cpu_slots"]
+
+
+def deterministic_of(wildcards):
+    return "true" if resources_of(wildcards)["deterministic"] else "false"
+
+
 def group_of(wildcards):
     """Job group: on a cluster, one batch job per (experiment, seed, k, level) runs that level's
-    pruning, training runs and interpolations (W_0 and the dense run belong to k0/L0; W_k to
-    k<k>/L0). Groups are ignored by local runs."""
+    training runs other than the chain's, and its interpolations. Groups are ignored by local
+    runs."""
     k = wildcards.get("k", "0")
     level = wildcards.get("level", "0")
     return f"{wildcards.exp}_s{wildcards.seed}_k{k}_L{level}"
 
 
+# The chain's own jobs: one batch job per chain step, so that the next level's mask waits for
+# the chain's run at this level alone, not for the level's other runs (group_of).
+CHAIN_PRIORITY = 1
+
+
+def chain_group(wildcards):
+    """Job group of a chain step: level L's chain run with level L + 1's pruning that reads it
+    (W_0 and the dense run at k0/L0, W_k at k<k>/L0). Also what probes from level L need."""
+    k = wildcards.get("k", "0")
+    level = wildcards.get("level", "0")
+    return f"{wildcards.exp}_s{wildcards.seed}_k{k}_L{level}_chain"
+
+
+def prune_group(wildcards):
+    """Level L's pruning goes with level L - 1's chain run (chain_group), which it reads."""
+    level = int(wildcards.level) - 1
+    return f"{wildcards.exp}_s{wildcards.seed}_k{wildcards.k}_L{level}_chain"
+
+
 # The one definition of what a compute job (training, pruning, interpolation, analysis) asks the
-# scheduler for: `resources: **JOB_RESOURCES` in each such rule. Table and figure rules are
-# local rules and ask for nothing.
-JOB_RESOURCES = dict(mem_mb=mem_mb_of, runtime=runtime_of, gpu=gpu_of, gpu_model=gpu_model_of,
-                     gres=gres_of, device=device_of)
+# scheduler for: `resources: **JOB_RESOURCES, **job_costs(...)` in each such rule (runtime and
+# memory from its work: costs.smk). Table and figure rules are local rules and ask for nothing.
+JOB_RESOURCES = dict(gpu=gpu_of, gpu_model=gpu_model_of, gres=gres_of, device=device_of,
+                     jobs_per_gpu=jobs_per_gpu_of, cpu_slots=cpu_slots_of,
+                     deterministic=deterministic_of)
+# The small CPU jobs of a job group (init, masks): `resources: **AUX_RESOURCES`.
+AUX_RESOURCES = {**JOB_RESOURCES, "gpu": aux_gpu_of}
+
+
+include: "costs.smk"

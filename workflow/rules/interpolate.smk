@@ -25,6 +25,7 @@ for _exp in EXPERIMENTS.values():
             threads: job_threads
             resources:
                 **JOB_RESOURCES,
+                **job_costs("interpolate", _kind, cohort_group(_kind)),
             group:
                 cohort_group(_kind)
             conda:
@@ -35,4 +36,6 @@ for _exp in EXPERIMENTS.values():
                 "python -m lmcpipe interpolate-pairs --hparams {params.hp:q}"
                 " --interp {params.interp:q}"
                 " --pairs {params.pairs:q} --threads {threads:q}"
-                " --device {resources.device:q} > {log:q} 2>&1"
+                " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
+                " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
+                " > {log:q} 2>&1"

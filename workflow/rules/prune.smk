@@ -16,10 +16,12 @@ rule prune:
         mask=mask_args,
         code=code_of("prune"),
     threads: aux_threads
+    priority: CHAIN_PRIORITY
     resources:
-        **JOB_RESOURCES,
+        **AUX_RESOURCES,
+        **job_costs("prune", group=prune_group),
     group:
-        group_of
+        prune_group
     conda:
         ENV
     log:

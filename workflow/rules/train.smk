@@ -9,10 +9,12 @@ rule init:
         hp=train_hparams,
         code=code_of("init"),
     threads: aux_threads
+    priority: CHAIN_PRIORITY
     resources:
-        **JOB_RESOURCES,
+        **AUX_RESOURCES,
+        **job_costs("init", group=chain_group),
     group:
-        group_of
+        chain_group
     conda:
         ENV
     log:
@@ -34,10 +36,12 @@ rule rewind:
         order=lambda w: exp_of(w).chain_order,
         code=code_of("train"),
     threads: job_threads
+    priority: CHAIN_PRIORITY
     resources:
         **JOB_RESOURCES,
+        **job_costs("rewind", group=chain_group),
     group:
-        group_of
+        chain_group
     conda:
         ENV
     log:
@@ -47,13 +51,17 @@ rule rewind:
         " --start {input.start:q}"
         " --stop-step {wildcards.k:q} --order {params.order:q} --copy 1 --model-out {output:q}"
         " --threads {threads:q}"
-        " --device {resources.device:q} > {log:q} 2>&1"
+        " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
+        " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
+        " > {log:q} 2>&1"
 
 
 # --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.cohort) -----------
 # One rule per (experiment, cohort kind): which runs a cohort holds depends on the experiment's
 # orders and baselines, and a rule's outputs are fixed patterns. Every run keeps its own
-# model.pt and metrics.csv (the retrain/dense aliases of lmcpipe.paths included).
+# model.pt and metrics.csv (the retrain/dense aliases of lmcpipe.paths included). The chain's
+# own run (kinds dense and chain) is a job of its own, scheduled first: the next level waits for
+# it alone.
 for _exp in EXPERIMENTS.values():
     for _kind in cohort_rule_kinds(_exp):
 
@@ -75,8 +83,10 @@ for _exp in EXPERIMENTS.values():
                 level=cohort_level(_kind),
                 code=code_of("cohort"),
             threads: job_threads
+            priority: cohort_priority(_kind)
             resources:
                 **JOB_RESOURCES,
+                **job_costs("cohort", _kind, cohort_group(_kind)),
                 stack=stack_of,
             group:
                 cohort_group(_kind)
@@ -88,4 +98,6 @@ for _exp in EXPERIMENTS.values():
                 "python -m lmcpipe cohort --hparams {params.hp:q} --seed {wildcards.seed:q}"
                 " --start-step {params.start_step:q} --level {params.level:q}"
                 " --members {params.members:q} --stack {resources.stack:q} --threads {threads:q}"
-                " --device {resources.device:q} > {log:q} 2>&1"
+                " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
+                " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
+                " > {log:q} 2>&1"
