@@ -40,6 +40,7 @@ STAGES = {
     "report-index": "reproduction report's index page",
     "download": "download a dataset with torchvision",
     "check-config": "validate a config file",
+    "estimate": "what targets cost before they run: work, time here, roofline on a GPU",
 }
 
 
