@@ -7,17 +7,21 @@ gets, and the total work over the cores bounds it from the other side. This read
 stamps of every job in a finished run's log (``.snakemake/log/*.snakemake.log``), and prints the
 measured wall time beside the critical path and a list-scheduling simulation on ``--cores``.
 The simulation picks ready jobs as Snakemake does: rule ``priority`` first (the chain's jobs,
-README "Cohorts"), then the order they became ready; each job holds its threads.
+README "Cohorts"); among equals the one that became ready last, as Snakemake tends to follow a job
+with the jobs it enabled (on paper A's LeNet recipe this came within 3 % of the real runs'
+wall times, taking them in the order they became ready 8-12 % above); each job holds its threads.
 
-With ``--project PLAN`` it plays out a longer plan of the same experiment (more levels, more
-steps) from the measured run: each training job takes its kind's measured fixed cost (its time
-less its members' training time, from their provenance records) plus ``--member-seconds`` per
-member at ``--steps`` steps, scaled by the member's own steps; every other job takes the mean
-measured time of its kind.
+With ``--project PLAN ...`` it plays out other plans (more levels, more steps, the same
+experiment before and after a change) with one cost table pooled over every ``--run``: a training
+job takes the mean fixed cost of the measured training jobs (job time less its members' training
+time from their provenance records) plus ``--member-seconds`` per run at ``--steps`` steps,
+scaled by the run's own steps; an interpolation job takes the mean measured seconds per pair
+times its pairs; every other job the mean measured time of its rule.
 
-    snakemake -n -p --forceall ... > plan.txt; snakemake ... (the real run)
-    python bench/critical_path.py plan.txt --log .snakemake/log/<run>.snakemake.log \\
-        --workdir . --cores 2 [--project full_plan.txt --member-seconds 42 --steps 24000]
+    snakemake -n -p --forceall ... > plan.txt; snakemake ...      (the real run, in workdir)
+    python bench/critical_path.py --run plan.txt workdir/.snakemake/log/<run>.snakemake.log \
+        workdir [--run ...] --cores 2 32 \
+        [--project full_before.txt full_after.txt --member-seconds 100 --steps 24000]
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ def _users(jobs: dict[int, PlannedJob], edges: dict[int, set[int]]) -> dict[int,
 
 def simulate(jobs: dict[int, PlannedJob], edges: dict[int, set[int]],
              seconds: dict[int, float], prio: dict[int, int], cores: int) -> float:
-    """Wall time on ``cores``: ready jobs start by (priority, when they became ready)."""
+    """Wall time on ``cores``: ready jobs start by priority, then the last to become ready."""
     users, left = _users(jobs, edges), {j: len(edges[j]) for j in jobs}
     ready = [(-prio.get(j, 0), 0, j) for j in sorted(jobs) if not left[j]]
     running: list[tuple[float, int]] = []
@@ -146,7 +150,7 @@ def simulate(jobs: dict[int, PlannedJob], edges: dict[int, set[int]],
             for u in users[j]:
                 left[u] -= 1
                 if not left[u]:
-                    ready.append((-prio.get(u, 0), became, u))
+                    ready.append((-prio.get(u, 0), -became, u))
                     became += 1
     return now
 
@@ -188,44 +192,68 @@ def summary(name: str, jobs, edges, seconds, prio, cores: list[int]) -> None:
         print(f"  simulated wall on {n} cores: {wall:.0f} s ({wall / 60:.1f} min)")
 
 
+def kind_of_cost(job: PlannedJob) -> str:
+    """The cost table's key: training jobs share one fixed cost, interpolations a per-pair
+    cost, every other rule its own."""
+    stage, _ = stage_call(job.shell)
+    if members(job):
+        return "training"
+    return "interpolation" if stage == "interpolate-pairs" else kind(job)
+
+
+def pairs(job: PlannedJob) -> int:
+    return len(json.loads(stage_call(job.shell)[1]["pairs"][0]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("plan", type=Path, help="dry run (-n -p --forceall) of the measured run")
-    ap.add_argument("--log", type=Path, required=True, help="the real run's Snakemake log")
-    ap.add_argument("--workdir", type=Path, default=Path("."), help="the real run's -d")
+    ap.add_argument("--run", nargs=3, action="append", required=True, type=Path,
+                    metavar=("PLAN", "LOG", "WORKDIR"),
+                    help="a finished run: its dry run (-n -p --forceall), its log, its -d")
     ap.add_argument("--cores", type=int, nargs="+", default=[2])
-    ap.add_argument("--project", type=Path, help="dry run (-n -p --forceall) to project onto")
+    ap.add_argument("--project", type=Path, nargs="+", help="dry runs to play out")
     ap.add_argument("--member-seconds", type=float, help="one run's training at --steps")
     ap.add_argument("--steps", type=int, help="the steps --member-seconds was measured at")
     args = ap.parse_args()
     if args.project and not (args.member_seconds and args.steps):
         ap.error("--project needs --member-seconds and --steps")
 
-    jobs, edges, prio = load(args.plan)
-    times = measured(args.log.read_text())
-    # a job the run did not run (--forceall plans the download of data already on disk) or
-    # without outputs (the target rule) takes no time
-    missing = sorted({j.rule for j in jobs.values() if j.outputs and j.outputs[0] not in times})
-    if missing:
-        print(f"not in the run, taken as 0 s: {', '.join(missing)}")
-    seconds = {j: (times[job.outputs[0]][1] - times[job.outputs[0]][0])
-               if job.outputs and job.outputs[0] in times else 0.0 for j, job in jobs.items()}
-    wall = max(end for _, end in times.values())
-    print(f"measured: wall {wall:.0f} s (first job start to last job end)")
-    summary("measured run", jobs, edges, seconds, prio, args.cores)
+    costs: dict[str, list[float]] = defaultdict(list)
+    for plan_file, log, workdir in args.run:
+        jobs, edges, prio = load(plan_file)
+        times = measured(log.read_text())
+        # a job the run did not run (--forceall plans the download of data already on disk)
+        # or without outputs (the target rule) takes no time
+        missing = sorted({j.rule for j in jobs.values()
+                          if j.outputs and j.outputs[0] not in times})
+        seconds = {j: (times[job.outputs[0]][1] - times[job.outputs[0]][0])
+                   if job.outputs and job.outputs[0] in times else 0.0
+                   for j, job in jobs.items()}
+        wall = max(end for _, end in times.values())
+        print(f"== {plan_file}: measured wall {wall:.0f} s ({wall / 60:.1f} min), first job "
+              f"start to last job end" + (f"; not run, 0 s: {', '.join(missing)}" if missing
+                                          else ""))
+        summary("measured run", jobs, edges, seconds, prio, args.cores)
+        for j, job in jobs.items():
+            if job.outputs and job.outputs[0] in times:
+                key = kind_of_cost(job)
+                trained = sum(member_seconds(workdir, m) for m, _ in members(job))
+                per = pairs(job) if key == "interpolation" else 1
+                costs[key].append(max(seconds[j] - trained, 0.0) / per)
+    table = {key: statistics.mean(v) for key, v in costs.items()}
     if not args.project:
         return
-    fixed: dict[str, list[float]] = defaultdict(list)  # per kind: job time less its training
-    for j, job in jobs.items():
-        trained = sum(member_seconds(args.workdir, m) for m, _ in members(job))
-        fixed[kind(job)].append(max(seconds[j] - trained, 0.0))
-    big, big_edges, big_prio = load(args.project)
-    projected = {}
-    for j, job in big.items():
-        runs = members(job)
-        cost = statistics.mean(fixed[kind(job)]) if kind(job) in fixed else 0.0
-        projected[j] = cost + sum(args.member_seconds * s / args.steps for _, s in runs)
-    summary("projected", big, big_edges, projected, big_prio, args.cores)
+    print("cost table (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(table.items()))
+          + f"; a run at {args.steps} steps {args.member_seconds:.1f}")
+    for plan_file in args.project:
+        big, big_edges, big_prio = load(plan_file)
+        projected = {}
+        for j, job in big.items():
+            key = kind_of_cost(job)
+            per = pairs(job) if key == "interpolation" else 1
+            projected[j] = table.get(key, 0.0) * per + sum(
+                args.member_seconds * steps / args.steps for _, steps in members(job))
+        summary(f"== projected {plan_file}", big, big_edges, projected, big_prio, args.cores)
 
 
 if __name__ == "__main__":
