@@ -1,7 +1,7 @@
 """Cohort throughput: per-member img/s of K runs trained as one stacked model, against K = 1.
 
-K = 1 is the single-run loop (``lmcpipe.train.train``, what a cohort at ``stack`` 1 runs for each
-member); K >= 2 is ``lmcpipe.stacked.train_stacked`` with K members, each with its own data order
+K = 1 is the single-run loop (``training.single.train``, what a cohort at ``stack`` 1 runs for each
+member); K >= 2 is ``training.stacked.train_stacked`` with K members, each with its own data order
 (order, copy) and, for ResNet-20, its own mask. Every figure of a table is measured in the same
 run, after a warm-up, with no evaluation; the ratio is per-member img/s over K = 1's.
 
@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmcpipe import data, masks, models, stacked
+from lmcpipe import data, masks, models
 from lmcpipe.data import IDX_FILES
 from lmcpipe.data.testing import write_cifar, write_idx
 from lmcpipe.hparams import TrainHParams
-from lmcpipe.train import train
+from lmcpipe.training import stacked
+from lmcpipe.training.single import train
 
 NETWORKS = {
     # name: (dataset, batch, optimiser settings, default timed steps on cpu / cuda)

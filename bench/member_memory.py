@@ -1,8 +1,9 @@
 """One member's training memory: ``lmcpipe.memory``'s meta-device estimate against a measured CPU
 peak, and the stacks and micro-batches the rules give on 40 / 80 / 141 GB GPUs.
 
-Measured: per row, the network (or K stacked members, through ``lmcpipe.stacked``'s route),
-lmcpipe's SGD with momentum and a random batch train one warm-up step as ``train.train`` does
+Measured: per row, the network (or K stacked members, through ``training.stacked``'s
+route), lmcpipe's SGD with momentum and a random batch train one warm-up step as
+``training.single.train`` does
 (forward, old gradients dropped, backward, update); then the peak of two more steps over the
 state between steps is taken. On the CPU each row runs in a fresh process (1 thread) whose peak
 RSS is reset (``/proc/self/clear_refs``) after the warm-up; glibc returns freed blocks of 64 KiB
@@ -72,7 +73,7 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
     torch.manual_seed(0)
     with torch.device(device):
         net = models.build(name, dataset)
-        if k:  # lmcpipe.stacked's route (memory._stacked_loss is its copy)
+        if k:  # training.stacked's route (memory._stacked_loss is its copy)
             params = {n: torch.stack([p.detach()] * k).requires_grad_()
                       for n, p in net.named_parameters()}
             buffers = {n: torch.stack([b] * k) for n, b in net.named_buffers()}
@@ -85,7 +86,7 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
     def step() -> None:
         with torch.autocast(device, torch.bfloat16, enabled=precision == "bf16"):
             loss = f(params, buffers, x, y).sum() if k else net.training_loss(x, y)
-        if k:  # as train.train: the old gradients go after the forward
+        if k:  # as training.single.train: the old gradients go after the forward
             for t in params.values():
                 t.grad = None
         else:
@@ -93,7 +94,7 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
         loss.backward()
         opt.step(0.01)
 
-    with torch.backends.mkldnn.flags(enabled=not k):  # as lmcpipe.stacked.train_stacked
+    with torch.backends.mkldnn.flags(enabled=not k):  # as lmcpipe.training.stacked.train_stacked
         step()  # warm-up: libraries' one-off allocations; gradients and momentum now exist
         if device == "cuda":
             torch.cuda.synchronize()

@@ -2,7 +2,7 @@
 
 open_lth-style = a torchvision dataset with per-image PIL transforms through a DataLoader, fp32,
 torch.optim (what open_lth does). lmcpipe = the dataset held as tensors on the device, batched
-on-device augmentation, lmcpipe's own foreach optimiser (``lmcpipe.train.train``).
+on-device augmentation, lmcpipe's own foreach optimiser (``lmcpipe.training.single.train``).
 
 Both read the same files in the real on-disk formats (IDX, CIFAR python pickles), filled with
 random pixels: throughput does not depend on the pixel values. Prints img/s, the ratio, and the
@@ -29,7 +29,7 @@ from lmcpipe import data, models
 from lmcpipe.data import IDX_FILES
 from lmcpipe.data.testing import write_cifar, write_idx
 from lmcpipe.hparams import TrainHParams
-from lmcpipe.train import train
+from lmcpipe.training.single import train
 
 
 def sync(device: torch.device) -> None:
@@ -65,7 +65,7 @@ def openlth_style(model: nn.Module, dataset, batch: int, steps: int, warmup: int
 
 def lmcpipe_loop(hp: TrainHParams, dataset: data.Data, steps: int, warmup: int,
                  device: torch.device) -> float:
-    """img/s of lmcpipe.train.train (no evaluation) after ``warmup`` steps."""
+    """img/s of lmcpipe.training.single.train (no evaluation) after ``warmup`` steps."""
     model = models.build_initialised(hp.model, hp.dataset, 0)
     train(hp, model, dataset, order=0, copy=1, stop_step=warmup, record=False)
     sync(device)

@@ -9,7 +9,7 @@ optimiser update) at a stated batch, for a network, a precision and a device cla
 it came from:
 
 ``measured``
-    ``lmcpipe.train.train`` timed on synthetic data of the dataset's shape on this machine
+    ``lmcpipe.training.single.train`` timed on synthetic data of the dataset's shape on this machine
     (the least of repeated timings, after warm-up steps; the CPU at 1 thread, a job's default
     ``threads``).
     ImageNet networks are measured on the CPU at a small batch and scaled linearly by the table.
@@ -43,7 +43,7 @@ import yaml
 from lmcpipe import data, models, workload
 from lmcpipe.costs import TABLE_PATH
 from lmcpipe.hparams import TrainHParams
-from lmcpipe.train import train
+from lmcpipe.training.single import train
 
 # Roofline assumptions (stated in the table).
 EFFICIENCY_FLOPS = 0.3  # of the datasheet's dense peak
@@ -155,7 +155,7 @@ def synthetic(dataset: str, image_size: int, n: int) -> data.Data:
 
 def measure(network: str, dataset: str, batch: int, image_size: int, precision: str,
             steps: int, repeats: int, device: torch.device) -> float:
-    """Seconds per step of ``lmcpipe.train.train``: the least of ``repeats`` timings of
+    """Seconds per step of ``lmcpipe.training.single.train``: the least of ``repeats`` timings of
     ``steps`` steps each, after two warm-up steps (other processes on a shared machine only
     ever slow a timing down; the runtime margin covers the rest)."""
     hp = TrainHParams(model=network, dataset=dataset, data_root="", optimizer="sgd", lr=0.01,

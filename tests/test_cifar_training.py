@@ -12,7 +12,7 @@ from lmcpipe import data, models, optim
 from lmcpipe.data.testing import write_cifar
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.interpolate import blend, recompute_bn
-from lmcpipe.train import train
+from lmcpipe.training.single import train
 
 
 @pytest.fixture(scope="module")

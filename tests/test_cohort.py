@@ -1,7 +1,7 @@
 """Cohorts: the runs of one (seed, k, level) trained in one process, one after another or stacked.
 
 * At ``stack`` 1 a cohort's members are bit-identical to the same runs made by ``lmcpipe train``.
-* Stacked members (``lmcpipe.stacked``) end within a stated tolerance of the solo-trained weights
+* Stacked members (``training.stacked``) end within a stated tolerance of the solo-trained weights
   (LeNet with Adam, ResNet-20 with SGD, masks and BatchNorm); pruned weights stay exactly zero.
 * A cohort run twice gives the same bits; one killed with SIGKILL mid-training resumes (finished
   members from their partial files, the chunk in progress from its checkpoint) and ends with the
@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmcpipe import atomic, cli, cohort, data, masks, models, paths, stacked, train
+from lmcpipe import atomic, cli, data, masks, models, paths
 from lmcpipe.data.testing import write_cifar
 from lmcpipe.hparams import TrainHParams, to_json
+from lmcpipe.training import checkpoint, cohort, single, stacked
 from tests.helpers import state_equal, tiny_hparams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ RESNET_DISPLACEMENT_TOL = 3e-3
 def write_start(directory: Path, hp: TrainHParams, seed: int) -> str:
     path = directory / f"w0_s{seed}.pt"
     model = models.build_initialised(hp.model, hp.dataset, seed)
-    atomic.save_torch(train.model_record(model, hp.model, 0), path)
+    atomic.save_torch(checkpoint.model_record(model, hp.model, 0), path)
     return str(path)
 
 
@@ -143,7 +144,7 @@ def test_stacked_resnet20_members_match_solo_runs_with_masks_and_batchnorm(tmp_p
     for i, (order, copy) in enumerate(streams):
         model = models.build("resnet20", "cifar10")
         model.load_state_dict(starts[i])
-        solo_rows = train.train(hp, model, dataset, order=order, copy=copy, mask=member_masks[i])
+        solo_rows = single.train(hp, model, dataset, order=order, copy=copy, mask=member_masks[i])
         solos.append(model.state_dict())
         assert len(rows[i]) == len(solo_rows)
         if member_masks[i] is not None:
@@ -254,7 +255,7 @@ def test_stacked_members_match_solo_runs_on_cuda(cifar):
             for i, order in enumerate((0, 1)):
                 model = models.build("resnet20", "cifar10")
                 model.load_state_dict(starts[i])
-                train.train(hp, model, dataset, order=order, copy=1)
+                single.train(hp, model, dataset, order=order, copy=1)
                 solo = {k: v.cpu() for k, v in model.state_dict().items() if v.is_floating_point()}
                 flat = [torch.cat([d[k].flatten() for k in solo]) for d in (finals[i], solo,
                                                                             starts[i])]

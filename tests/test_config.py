@@ -176,7 +176,8 @@ def test_train_closure():
     """What the rules hash for `lmcpipe train` (stages.train): the training stack, not the tables,
     figures or CLI; the figure stage's hash holds every figure module and what they import."""
     names = {p.relative_to(codever.PACKAGE).as_posix() for p in codever.closure("stages.train")}
-    assert {"stages/train.py", "train.py", "devices.py", "data/__init__.py", "data/idx.py",
+    assert {"stages/train.py", "training/single.py", "devices.py", "data/__init__.py",
+            "data/idx.py",
             "masks.py", "atomic.py", "seeds.py", "evaluate.py", "hparams.py",
             "models/__init__.py", "models/registry.py", "models/base.py",
             "models/lenet.py"} <= names
@@ -186,12 +187,13 @@ def test_train_closure():
                for p in codever.closure("stages.figure")}
     assert {"figures/paper_a.py", "figures/sweep.py", "figures/style.py",
             "summary.py"} <= figures  # summary.py: imported by a figure module, not the stage
-    assert "train.py" not in figures
+    assert "training/single.py" not in figures
     prune = {p.name for p in codever.closure("stages.prune")}
-    assert not prune & {"train.py", "cohort.py", "optim.py"}  # mask jobs: no training stack
+    assert not prune & {"single.py", "cohort.py", "optim.py"}  # mask jobs: no training stack
     cohort = {p.name for p in codever.closure("stages.cohort")}
     assert "slots.py" not in names | cohort and "provenance.py" not in names | cohort
-    assert {"devices.py", "cohort.py", "stacked.py"} <= cohort  # devices sets the numerics
+    # devices sets the numerics
+    assert {"devices.py", "cohort.py", "stacked.py", "streams.py"} <= cohort
 
 
 def test_version_follows_the_closure(tmp_path):

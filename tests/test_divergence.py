@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcpipe import aggregate, atomic, cohort, models, train
+from lmcpipe import aggregate, atomic, models
 from lmcpipe.csvfiles import save_frame
 from lmcpipe.errors import Diverged
 from lmcpipe.figures import render
 from lmcpipe.hparams import to_json
+from lmcpipe.training import checkpoint, cohort, single
 from tests.helpers import tiny_hparams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +37,14 @@ def test_a_non_finite_loss_raises_with_its_step_and_writes_no_checkpoint(tmp_pat
     model = models.build_initialised(hp.model, hp.dataset, 0)
     resume = tmp_path / "model.pt.resume"
     with pytest.raises(Diverged) as info:
-        train.train(hp, model, dataset, order=0, copy=1, resume_path=resume)
+        single.train(hp, model, dataset, order=0, copy=1, resume_path=resume)
     err = info.value
     assert 0 < err.step < 40 and not torch.isfinite(torch.tensor(err.loss))
     # the first bad step itself: training up to it stays finite
     probe = models.build_initialised(hp.model, hp.dataset, 0)
-    train.train(hp, probe, dataset, order=0, copy=1, stop_step=err.step, record=False)
+    single.train(hp, probe, dataset, order=0, copy=1, stop_step=err.step, record=False)
     with pytest.raises(Diverged):
-        train.train(hp, probe, dataset, order=0, copy=1, start_step=err.step,
+        single.train(hp, probe, dataset, order=0, copy=1, start_step=err.step,
                     stop_step=err.step + 1, record=False)
     if resume.exists():  # only checkpoints from before the divergence, all finite
         state = torch.load(resume, weights_only=True)
@@ -60,7 +61,7 @@ def test_a_diverging_cohort_job_fails_in_one_line_and_writes_no_model(tmp_path, 
     hp = exploding(data_root, checkpoint_every=5)
     start = tmp_path / "w0.pt"
 
-    atomic.save_torch(train.model_record(models.build_initialised(hp.model, hp.dataset, 0),
+    atomic.save_torch(checkpoint.model_record(models.build_initialised(hp.model, hp.dataset, 0),
                                          hp.model, 0), start)
     ms = [cohort.Member(order=o, copy=1, model_out=str(tmp_path / f"d{o}" / "model.pt"),
                         metrics_out=str(tmp_path / f"d{o}" / "metrics.csv"), start=str(start))

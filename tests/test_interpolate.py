@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcpipe import atomic, cli, interpolate, masks, models, train
+from lmcpipe import atomic, cli, interpolate, masks, models
 from lmcpipe.hparams import InterpHParams, to_json
+from lmcpipe.training import checkpoint, single
 from tests.helpers import tiny_hparams
 
 MODEL, DATASET = "lenet_300_100", "fashion_mnist"
@@ -23,7 +24,7 @@ def pair(data_root, dataset):
     out = {"hp": hp, "mask": mask}
     for c in (1, 2):
         model = models.build_initialised(MODEL, DATASET, 0)
-        rows = train.train(hp, model, dataset, order=0, copy=c, mask=mask)
+        rows = single.train(hp, model, dataset, order=0, copy=c, mask=mask)
         out[c] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         out[f"rows{c}"] = rows
     return out
@@ -75,8 +76,8 @@ def test_path_endpoints_reproduce_each_copy(pair, dataset):
 def test_interpolate_cli_matches_training_metrics(data_root, tmp_path):
     hp = tiny_hparams(data_root, eval_train_examples=60)
     start = tmp_path / "k0.pt"
-    atomic.save_torch(train.model_record(models.build_initialised(MODEL, DATASET, 1), MODEL, 0),
-                      start)
+    record = checkpoint.model_record(models.build_initialised(MODEL, DATASET, 1), MODEL, 0)
+    atomic.save_torch(record, start)
     for c in (1, 2):
         assert cli.main(["train", "--hparams", to_json(hp), "--seed", "1", "--start", str(start),
                          "--order", "0", "--copy", str(c), "--model-out",

@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
-from lmcpipe import cohort, config, data, memory
+from lmcpipe import config, data, memory
 from lmcpipe.errors import InputError
 from lmcpipe.hparams import TrainHParams, from_json, to_json
+from lmcpipe.training import cohort
 
 REPO = Path(__file__).resolve().parents[1]
 GB = 10**9
@@ -124,7 +125,7 @@ def test_estimate_grows_with_the_batch_and_halves_in_bf16():
 
 
 def test_a_stacked_member_costs_more_than_a_single_run():
-    """vmap's batching rules save more per member than the plain network (lmcpipe.stacked)."""
+    """vmap's batching rules save more per member than the plain network (training.stacked)."""
     for model, batch in (("resnet20", 128), ("vgg16", 128)):
         solo, stacked = (memory.footprint(workload(model, batch), stacked=s) for s in (0, 1))
         assert 1.3 * solo.saved < stacked.saved < 2 * solo.saved

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcpipe import cohort, models, train
+from lmcpipe import models
+from lmcpipe.training import cohort, single, streams
 from tests.helpers import tiny_hparams
 
 # float32 sums in another order: |grad_micro - grad_whole| <= GRAD_TOL x max |grad_whole| in
@@ -26,7 +27,7 @@ def lenet() -> models.PrunableModel:
 
 
 def first_batch(dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = train.batch_indices(len(dataset.train_x), size, 0, 1, 0)
+    idx = streams.batch_indices(len(dataset.train_x), size, 0, 1, 0)
     return dataset.train_x[idx], dataset.train_y[idx]
 
 
@@ -39,7 +40,7 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient(data_root, data
     loss = loss.detach()
     for micro in (30, 15, 5, 1, 7):  # 7 does not divide 60: an epoch's short last batch
         split = lenet()
-        total = train.accumulate(split, xb, yb, micro, hp)
+        total = single.accumulate(split, xb, yb, micro, hp)
         assert float(total) == pytest.approx(float(loss), rel=1e-6)
         for (name, a), b in zip(whole.named_parameters(), split.parameters(), strict=True):
             assert a.grad.abs().max() > 0
@@ -52,9 +53,9 @@ def test_paper_b_term_is_added_once_per_step(data_root, dataset):
     xb, yb = first_batch(dataset, 60)
     reference = [models.build_initialised("lenet_300_100", "fashion_mnist", 3).state_dict()]
     whole, split = lenet(), lenet()
-    loss = whole.training_loss(xb, yb) + train.repulsion(50.0, whole, reference, None)()
+    loss = whole.training_loss(xb, yb) + single.repulsion(50.0, whole, reference, None)()
     loss.backward()
-    total = train.accumulate(split, xb, yb, 15, hp, train.repulsion(50.0, split, reference, None))
+    total = single.accumulate(split, xb, yb, 15, hp, single.repulsion(50.0, split, reference, None))
     assert float(total) == pytest.approx(float(loss.detach()), rel=1e-6)
     for a, b in zip(whole.parameters(), split.parameters(), strict=True):
         assert (a.grad - b.grad).abs().max() <= GRAD_TOL * a.grad.abs().max()
@@ -66,9 +67,9 @@ def test_one_step_in_micro_batches_is_the_whole_batch_step(data_root, dataset, c
     whole, split = lenet(), lenet()
     start = {k: v.clone() for k, v in whole.state_dict().items()}
     stats: dict = {}
-    train.train(hp, whole, dataset, order=0, copy=1, record=False)
+    single.train(hp, whole, dataset, order=0, copy=1, record=False)
     assert "micro-batches" not in capsys.readouterr().out
-    train.train(dataclasses.replace(hp, micro_batch=15), split, dataset, order=0, copy=1,
+    single.train(dataclasses.replace(hp, micro_batch=15), split, dataset, order=0, copy=1,
                 record=False, stats=stats)
     assert capsys.readouterr().out.splitlines()[0] == (
         "micro-batches of 15 examples (4 per step of 60): train.micro_batch")
@@ -90,7 +91,7 @@ def test_batchnorm_statistics_come_from_each_micro_batch(data_root):
     with torch.no_grad():
         for xm in x.split(4):
             expected = 0.9 * expected + 0.1 * net.conv(xm).mean(dim=(0, 2, 3))
-    train.accumulate(net, x, y, 4, hp)
+    single.accumulate(net, x, y, 4, hp)
     assert int(net.bn.num_batches_tracked) == 4
     torch.testing.assert_close(net.bn.running_mean, expected, rtol=1e-5, atol=1e-6)
     whole = models.build_initialised("resnet20", "cifar10", 0)

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcpipe import cli, cohort, paths, provenance
+from lmcpipe import cli, paths, provenance
 from lmcpipe.hparams import to_json
 from lmcpipe.progress import Progress, duration
+from lmcpipe.training import cohort
 from tests.helpers import tiny_hparams
 
 LINE = re.compile(r"^(?P<label>[^:]+): step (?P<step>\d+)/(?P<stop>\d+) \((?P<pct>\d+)%\), "

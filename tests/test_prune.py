@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmcpipe import atomic, cli, masks, models
-from lmcpipe.train import model_record
+from lmcpipe.training.checkpoint import model_record
 
 FRACTION = 0.2
 

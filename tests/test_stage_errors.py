@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from lmcpipe import cli, hparams
-from lmcpipe.cohort import Member
 from lmcpipe.errors import InputError
 from lmcpipe.hparams import Experiment, InterpHParams, JsonFlag, TrainHParams, conform, to_json
+from lmcpipe.training.cohort import Member
 from tests.helpers import file_name, tiny_hparams, write_dataset
 
 NOWHERE = "no-such-data-root"  # relative to each run's cwd: a data load would create it

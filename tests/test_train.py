@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcpipe import atomic, cli, masks, models, provenance, train
+from lmcpipe import atomic, cli, masks, models, provenance
 from lmcpipe.hparams import TrainHParams, to_json
-from lmcpipe.train import batch_indices
+from lmcpipe.training import single
+from lmcpipe.training.streams import batch_indices
 from tests.helpers import sha256, state_equal, tiny_hparams
 
 MODEL, DATASET = "lenet_300_100", "fashion_mnist"
@@ -41,7 +42,7 @@ def state(model) -> dict[str, torch.Tensor]:
 
 def run(hp, dataset, *, seed=0, order=0, copy=1, mask=None, **kw):
     model = init(seed)
-    rows = train.train(hp, model, dataset, order=order, copy=copy, mask=mask, **kw)
+    rows = single.train(hp, model, dataset, order=order, copy=copy, mask=mask, **kw)
     return state(model), rows
 
 
@@ -51,7 +52,7 @@ def test_start_point_is_w_k_times_mask(data_root, dataset):
     w_k = init(1)
     mask = imp_mask(w_k)
     before = state(w_k)
-    rows = train.train(hp, w_k, dataset, order=0, copy=1, start_step=5, stop_step=5, mask=mask,
+    rows = single.train(hp, w_k, dataset, order=0, copy=1, start_step=5, stop_step=5, mask=mask,
                        record=False)
     assert rows == []
     after = state(w_k)
@@ -72,7 +73,7 @@ def test_training_from_w_k_ignores_pruned_values(data_root, dataset):
             if name in mask:
                 p.mul_(mask[name])
     for model in (w_k, pre):
-        train.train(hp, model, dataset, order=0, copy=1, start_step=5, stop_step=12, mask=mask,
+        single.train(hp, model, dataset, order=0, copy=1, start_step=5, stop_step=12, mask=mask,
                     record=False)
     assert state_equal(state(w_k), state(pre))
 
@@ -168,8 +169,8 @@ def test_stream_continues_at_the_start_step(data_root, dataset):
     hp = tiny_hparams(data_root, optimizer="sgd", lr=0.05, steps=12)
     whole, _ = run(hp, dataset, record=False)
     model = init(0)
-    train.train(hp, model, dataset, order=0, copy=1, stop_step=5, record=False)
-    train.train(hp, model, dataset, order=0, copy=1, start_step=5, record=False)
+    single.train(hp, model, dataset, order=0, copy=1, stop_step=5, record=False)
+    single.train(hp, model, dataset, order=0, copy=1, start_step=5, record=False)
     assert state_equal(whole, state(model))
 
 
@@ -413,7 +414,7 @@ def test_repulsion_term_is_the_mean_squared_cosine(data_root):
     model = init(0)
     refs = [state(init(1)), state(init(2))]
     mask = imp_mask(model, levels=1)
-    term = train.repulsion(2.0, model, refs, mask)
+    term = single.repulsion(2.0, model, refs, mask)
     with torch.no_grad():
         for n in mask:
             model.get_parameter(n).mul_(mask[n])

@@ -38,7 +38,7 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a file object: given a file name, torch names the archive's top
     folder after it (here a random temporary name), so equal objects saved twice differed in
     their bytes; through a file object it is always ``archive``, and equal objects give equal
-    bytes. Run fingerprints hash a start point's bytes (``lmcpipe.train.run_fingerprint``): a
+    bytes. Run fingerprints hash a start point's bytes (``training.checkpoint.run_fingerprint``): a
     W_0 rebuilt by a retried cluster job must not make its runs' resume files look stale."""
     import torch  # here, not at the top: table and figure stages never load torch (~2.5 s)
 

@@ -3,10 +3,11 @@
 What is timed, each the real thing and not a model of it:
 
 ``step_seconds``
-    The training step: ``train.train`` for a chunk of one member, ``stacked.train_stacked`` for
-    a chunk of K (``lmcpipe.cohort`` trains a cohort in such chunks), on synthetic data of the
-    dataset's shape (random images, so no dataset has to be present), with the run's
-    optimiser, precision, augmentation, memory format and numerics (``devices.apply_numerics``).
+    The training step: ``training.single.train`` for a chunk of one member,
+    ``training.stacked.train_stacked`` for a chunk of K (``training.cohort`` trains a cohort in
+    such chunks), on synthetic data of the dataset's shape (random images, so no dataset has to
+    be present), with the run's optimiser, precision, augmentation, memory format and numerics
+    (``devices.apply_numerics``).
     A warm-up call, then two timed calls of ``a`` and ``a + n`` steps: their difference over
     ``n`` is the per-step time without the per-call setup (the optimiser, moving the model);
     ``n`` is chosen to take about ``BUDGET_S``.
@@ -169,7 +170,8 @@ def step_seconds(hp: TrainHParams, stack: int, device, threads: int = 1,
 
 def _measure_step(hp: TrainHParams, stack: int, device, threads: int,
                   deterministic: bool) -> float:
-    from lmcpipe import models, stacked, train
+    from lmcpipe import models
+    from lmcpipe.training import single, stacked
 
     with numerics(hp.precision, deterministic, threads):
         base = dataclasses.replace(hp, eval_steps=(), checkpoint_every=0, milestones=(),
@@ -183,7 +185,7 @@ def _measure_step(hp: TrainHParams, stack: int, device, threads: int,
             h = dataclasses.replace(base, steps=steps)
             if stack <= 1:
                 template.load_state_dict(start)
-                train.train(h, template, dataset, order=0, copy=1, record=False)
+                single.train(h, template, dataset, order=0, copy=1, record=False)
             else:
                 stacked.train_stacked(h, template, [start] * stack, dataset,
                                       [(0, c) for c in range(stack)], [None] * stack,
@@ -205,8 +207,9 @@ def eval_seconds(hp: TrainHParams, device, threads: int = 1,
 def _measure_eval(hp: TrainHParams, device, threads: int, deterministic: bool) -> float:
     import torch
 
-    from lmcpipe import models, train
+    from lmcpipe import models
     from lmcpipe.evaluate import evaluate
+    from lmcpipe.training.step import autocast
 
     with numerics(hp.precision, deterministic, threads):
         model = models.build_initialised(hp.model, hp.dataset, "calibrate", 0).to(device)
@@ -216,7 +219,7 @@ def _measure_eval(hp: TrainHParams, device, threads: int, deterministic: bool) -
         def run(n: int) -> float:
             data = small if n <= 64 else synthetic(hp, n, device)
             began = now()
-            with train.autocast(hp, torch.device(device)):
+            with autocast(hp, torch.device(device)):
                 evaluate(model, data.train_x, data.train_y, EVAL_CHUNK, data.prepare)
             return now() - began
 

@@ -192,7 +192,7 @@ class Costs:
           gradients and two optimiser moments (parameters x 16 B) and their activations
           (the table's peak bytes per example x batch); evaluation, the activations of one
           chunk of up to 5 000 examples. On a GPU these live on the device
-          (``lmcpipe.cohort.default_stack`` sizes them there).
+          (``lmcpipe.training.cohort.default_stack`` sizes them there).
         """
         entry = self.network(hp.model)
         params = entry["params"]
@@ -230,7 +230,7 @@ def training_work(hp: TrainHParams, members: int, start_step: int, stop_step: in
                   record: bool = True, references: int = 0) -> Work:
     """A cohort of ``members`` runs trained from ``start_step`` to ``stop_step`` (default T),
     each evaluated at the eval steps in [start, stop) and at the end when ``record``
-    (``lmcpipe.train.train``); ``references``: paper B's earlier optima it also holds."""
+    (``lmcpipe.training.single.train``); ``references``: paper B's earlier optima it also holds."""
     stop = hp.steps if stop_step is None else stop_step
     evals = len({s for s in hp.eval_steps if start_step <= s < stop} | {stop}) if record else 0
     return Work(member_steps=members * max(stop - start_step, 0),

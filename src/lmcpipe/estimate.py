@@ -89,7 +89,7 @@ def evaluation_examples(hp: TrainHParams, sizes: dict[str, tuple[int, int]]) -> 
 
 
 def stack_chunks(members: int, stack: int, solo: int = 0) -> list[int]:
-    """Members per chunk of a cohort (``lmcpipe.cohort.train_cohort``): ``solo`` runs alone
+    """Members per chunk of a cohort (``lmcpipe.training.cohort.train_cohort``): ``solo`` runs alone
     (paper B's repellent term), the rest in chunks of ``stack`` (one at a time when <= 1)."""
     rest = members - solo
     if stack <= 1:
@@ -295,7 +295,8 @@ def estimate(options: SnakemakeOptions, cores: int, gpus: int | None = None,
     ``gpus`` such devices (default 1)."""
     import torch
 
-    from lmcpipe import calibrate, cohort, dryrun
+    from lmcpipe import calibrate, dryrun
+    from lmcpipe.training import cohort
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if gpus is not None and spec is None and device.type != "cuda":

@@ -13,7 +13,7 @@ One member's bytes at batch B, forward/backward in micro-batches of m (``Footpri
 
 ``params``, ``grads``
     fp32 weights and buffers, and one fp32 gradient per parameter (alive across steps:
-    ``train.train`` drops the old gradients only after the next forward).
+    ``training.single.train`` drops the old gradients only after the next forward).
 ``optimizer``
     SGD momentum: 1x the parameters (none without momentum); Adam: 2x.
 ``cast``
@@ -133,7 +133,7 @@ def trace(model: str, dataset: str, batch: int, precision: str = "fp32", image_s
     """One training forward of ``batch`` examples on the meta device, with every tensor
     autograd saves for the backward collected by ``saved_tensors_hooks``; per member.
 
-    ``stacked``: two members through ``lmcpipe.stacked``'s route (``functional_call`` under
+    ``stacked``: two members through ``lmcpipe.training.stacked``'s route (``functional_call`` under
     ``vmap``), halved. vmap's batching rules save more than the plain network does (ResNet-20
     1.5x, VGG-16 1.6x per member), so stacks are planned with this trace. Batch 1 is half of
     batch 2 (BatchNorm refuses one value per channel, as on Inception-v3's auxiliary head)."""
@@ -179,8 +179,8 @@ def trace(model: str, dataset: str, batch: int, precision: str = "fp32", image_s
 
 
 def _stacked_loss(net: Any) -> Any:
-    """The members' losses as ``lmcpipe.stacked._train_stacked`` computes them, rebuilt here:
-    importing lmcpipe.stacked would make this module, which ``lmcpipe.train`` uses, import the
+    """The members' losses as ``training.stacked._train_stacked`` computes them, rebuilt here:
+    importing training.stacked would make this module, which ``training.single`` uses, import the
     training loop back."""
     from torch import nn
     from torch.func import functional_call, vmap

@@ -25,7 +25,7 @@ ALPHA_TOL = 1e-4  # of an alpha times (alphas - 1): far below the spacing 1, far
 
 
 def metric_steps(exp: Experiment, start_step: int) -> list[int]:
-    """The steps a run from ``start_step`` evaluates at (``lmcpipe.train.train``): the eval
+    """The steps a run from ``start_step`` evaluates at (``training.single.train``): the eval
     steps from its start on, and T."""
     steps = exp.train.steps
     return sorted({s for s in exp.train.eval_steps if start_step <= s < steps} | {steps})

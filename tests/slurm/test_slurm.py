@@ -28,7 +28,7 @@ import yaml
 from lmcpipe import costs, models, paths
 from lmcpipe import data as lmcpipe_data
 from lmcpipe.hparams import TrainHParams, conform
-from lmcpipe.train import train
+from lmcpipe.training.single import train
 from tests.helpers import write_dataset
 from tests.test_workflow import TINY, job_counts
 

@@ -56,7 +56,7 @@ rule rewind:
         " > {log:q} 2>&1"
 
 
-# --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.cohort) -----------
+# --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.training.cohort) --
 # One rule per (experiment, cohort kind): which runs a cohort holds depends on the experiment's
 # orders and baselines, and a rule's outputs are fixed patterns. Every run keeps its own
 # model.pt and metrics.csv (the retrain/dense aliases of lmcpipe.paths included). The chain's

@@ -1,7 +1,7 @@
 """``lmcpipe cohort``: the runs of one (init seed, k, level) trained in one process.
 
 One job per cohort instead of per run pays ``import torch``, reading the data and building the
-network once (``lmcpipe.cohort`` says why and how members are chunked and resumed). The stage
+network once (``training.cohort`` says why and how members are chunked and resumed). The stage
 parses the member list, picks the device's stack size and writes every member's files at the end,
 their provenance records last (earlier records of the members are removed first).
 """
@@ -13,8 +13,9 @@ import time
 
 import torch
 
-from lmcpipe import cohort, data, devices, provenance
+from lmcpipe import data, devices, provenance
 from lmcpipe.hparams import JsonFlag, TrainHParams
+from lmcpipe.training import cohort
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "references}")
     p.add_argument("--stack", type=int, default=0,
                    help="members per stacked step (0: 1 on the CPU, on CUDA as many as the "
-                        "device's memory holds: lmcpipe.cohort.default_stack)")
+                        "device's memory holds: lmcpipe.training.cohort.default_stack)")
     p.add_argument("--threads", type=int, default=1)
     devices.add_arguments(p)
 

@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> None:
     # the heavy imports (torch) here, not at the top: the CLI imports this module to parse the
     # flags, so a bad one is refused in a fraction of a second, not after ~3 s of imports
     from lmcpipe import atomic, models
-    from lmcpipe.train import model_record
+    from lmcpipe.training.checkpoint import model_record
 
     hp = args.hparams
     model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init)

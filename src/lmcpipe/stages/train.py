@@ -1,4 +1,4 @@
-"""``lmcpipe train``: one run from a start point with a mask (``lmcpipe.train.train``).
+"""``lmcpipe train``: one run from a start point with a mask (``lmcpipe.training.single.train``).
 
 The dense run, the rewind points W_k (``--stop-step``) and single IMP / baseline runs differ only
 in their flags. The stage reads the start point, mask and references, trains with a resume file
@@ -47,7 +47,8 @@ def main(args: argparse.Namespace) -> None:
 
     from lmcpipe import atomic, csvfiles, data, masks, paths, provenance
     from lmcpipe.errors import Diverged
-    from lmcpipe.train import model_record, run_fingerprint, start_model, train
+    from lmcpipe.training.checkpoint import model_record, run_fingerprint, start_model
+    from lmcpipe.training.single import train
 
     job_start = time.perf_counter()
     hp = args.hparams

@@ -1,6 +1,6 @@
 """Several runs of one architecture trained as one stacked model: one forward/backward per step.
 
-The members of a cohort (``lmcpipe.cohort``) share architecture, hyperparameters and schedule and
+The members of a cohort (``training.cohort``) share architecture, hyperparameters and schedule and
 differ in start point, mask, data order and augmentation draws. Here their parameters and
 BatchNorm buffers are stacked along a leading member dimension and one step trains all of them.
 
@@ -13,7 +13,7 @@ hand-written grouped model per network — would duplicate every file of ``model
 vmap does not already get (``bench/cohort_throughput.py`` measures vmap against the one-after-
 another loop; on a 2-core CPU the loop wins, which is why the CPU default stack is 1).
 
-What stays per member, as in ``train.train``: the mask (gradients masked before the step,
+What stays per member, as in ``single.train``: the mask (gradients masked before the step,
 weights after it), the start point, the data-order stream (order, copy) and the augmentation
 stream (order, copy, step), and the evaluation rows (each member is evaluated alone by the
 unstacked network, so evaluation is that of a single run). The optimiser update is elementwise,
@@ -23,8 +23,9 @@ summed: member k's gradient is that of its own loss.
 Numerics: a stacked matmul/conv sums in another order than a single run's, so stacked weights
 differ from solo-trained ones by float rounding that training amplifies; the equivalence tests
 (``tests/test_cohort.py``) state and check the tolerance. Runs with paper B's repellent term are
-trained one after another (``cohort.py``), not stacked.
+trained one after another (``training.cohort``), not stacked.
 """
+
 
 from __future__ import annotations
 
@@ -40,17 +41,10 @@ from lmcpipe import atomic, data, masks
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
-from lmcpipe.train import (
-    LossWatch,
-    augmenter,
-    autocast,
-    batch_indices,
-    eval_rows,
-    make_optimizer,
-    masked_step,
-    read_resume,
-    run_stats,
-)
+from lmcpipe.training.checkpoint import read_resume, run_stats
+from lmcpipe.training.single import eval_rows
+from lmcpipe.training.step import LossWatch, autocast, make_optimizer, masked_step
+from lmcpipe.training.streams import augmenter, batch_indices
 
 
 class _Loss(nn.Module):

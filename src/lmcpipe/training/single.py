@@ -8,59 +8,26 @@ evaluated only at the configured steps, and a resume file holding model, optimis
 and RNG state is written every ``checkpoint_every`` steps, so a killed run restarts where it stopped
 and ends with the same weights as an uninterrupted one.
 
-The ``lmcpipe train`` and ``init`` entrypoints (``lmcpipe.stages.train`` / ``.init``) and cohorts
-(``lmcpipe.cohort``) call these functions.
+The ``lmcpipe train`` entrypoint (``lmcpipe.stages.train``) and cohorts (``training.cohort``)
+call it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from lmcpipe import atomic, data, masks, memory, models, optim
-from lmcpipe.errors import Diverged
+from lmcpipe import atomic, data, masks, memory
 from lmcpipe.evaluate import evaluate_splits
-from lmcpipe.hparams import TrainHParams, to_json
+from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
-from lmcpipe.seeds import generator
-
-
-def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
-    if hp.optimizer == "adam":
-        return optim.Adam(params, weight_decay=hp.weight_decay)
-    if hp.optimizer == "sgd":
-        return optim.SGD(params, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    raise ValueError(f"unknown optimizer '{hp.optimizer}'")
-
-
-def batch_indices(n: int, batch_size: int, order: int, copy: int, step: int,
-                  cache: dict | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Example indices of iteration ``step`` of data-order stream (order, copy).
-
-    Each epoch is a fresh permutation seeded by (order, copy, epoch); an epoch has ceil(n / B)
-    iterations, the last one possibly short. The permutation is drawn on the CPU (the same on
-    every machine) and moved to ``device`` once per epoch, so a step costs no host transfer.
-    """
-    per_epoch = math.ceil(n / batch_size)
-    epoch, i = divmod(step, per_epoch)
-    if cache is None or cache.get("epoch") != epoch:
-        perm = torch.randperm(n, generator=generator("order", order, copy, epoch)).to(device)
-        if cache is None:
-            return perm[i * batch_size : (i + 1) * batch_size]
-        cache.update(epoch=epoch, perm=perm)
-    return cache["perm"][i * batch_size : (i + 1) * batch_size]
-
-
-def autocast(hp: TrainHParams, device: torch.device):
-    """bfloat16 autocast when ``hp.precision == "bf16"`` (fp32 is the reference)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
+from lmcpipe.training.checkpoint import read_resume, run_stats
+from lmcpipe.training.step import LossWatch, autocast, make_optimizer, masked_step
+from lmcpipe.training.streams import augmenter, batch_indices
 
 
 def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch.Tensor]],
@@ -102,32 +69,6 @@ def eval_rows(model: nn.Module, dataset: data.Data, hp: TrainHParams, step: int)
         {"step": step, "split": split, "loss": loss, "error": err}
         for split, (loss, err) in metrics.items()
     ]
-
-
-class LossWatch:
-    """The training losses since the last check, kept on the device: ``check`` costs one host
-    sync, so it runs at evaluations, checkpoints and the end instead of every step.
-
-    A loss may be a scalar or one value per stacked member; ``check`` raises ``Diverged`` with
-    the first step (and member) whose loss is not finite.
-    """
-
-    def __init__(self, step: int) -> None:
-        self.step, self.pending = step, []
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.pending.append(loss.detach())
-
-    def check(self) -> None:
-        if not self.pending:
-            return
-        losses = torch.stack(self.pending).float().reshape(len(self.pending), -1).cpu()
-        bad = ~torch.isfinite(losses)
-        if bool(bad.any()):
-            row, member = (int(i) for i in bad.nonzero()[0])
-            raise Diverged(self.step + row, float(losses[row, member]), member=member)
-        self.step += len(self.pending)
-        self.pending = []
 
 
 def train(
@@ -272,100 +213,3 @@ def accumulate(model: PrunableModel, xb: torch.Tensor, yb: torch.Tensor, micro: 
         part.backward()
         total = part.detach() if total is None else total + part.detach()
     return total
-
-
-def run_stats(start_step: int, stop_step: int, first_step: int, resumed: bool) -> dict:
-    """What a training process did, for its provenance record: the run's schedule range, the
-    steps trained here (fewer after a resume) and the step it resumed at (None: from the start)."""
-    return {"start_step": start_step, "stop_step": stop_step,
-            "steps": max(stop_step - first_step, 0), "resumed_at": first_step if resumed else None}
-
-
-def read_resume(path: str | os.PathLike | None, fingerprint: str,
-                optimizer: optim.SGD | optim.Adam) -> dict | None:
-    """A resume checkpoint written under ``fingerprint``, with the optimiser and the RNG state
-    already restored from it; None when there is none or it belongs to other inputs (stale)."""
-    if not path or not os.path.exists(path):
-        return None
-    state = atomic.load_torch(path)
-    if state["fingerprint"] != fingerprint:
-        print(f"ignoring stale resume file {path}")
-        return None
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    return state
-
-
-def masked_step(optimizer: optim.SGD | optim.Adam, lr: float, mparams: list[torch.Tensor],
-                mtensors: list[torch.Tensor]) -> None:
-    """One update that keeps pruned weights exactly zero: gradients are masked before the step
-    (so momentum / Adam moments stay zero there) and weights after it. ``mparams`` are the masked
-    parameters, ``mtensors`` their masks as float tensors (stacked ones work the same way)."""
-    if mparams:
-        torch._foreach_mul_([p.grad for p in mparams], mtensors)
-    optimizer.step(lr)
-    if mparams:
-        with torch.no_grad():
-            torch._foreach_mul_(mparams, mtensors)
-
-
-def augmenter(dataset_name: str, dataset: data.Data):
-    """The dataset's training augmentation as ``f(batch, order, copy, step)``, or None.
-
-    Draws come from a generator seeded by (order, copy, step): the two copies of a pair see
-    different draws, and a resumed run sees the same draws as an uninterrupted one.
-    """
-    name = data.DATASETS[dataset_name].augment
-    if name == "none":
-        return None
-    from lmcpipe import augment
-
-    fn = augment.AUGMENTATIONS[name]
-    return lambda x, order, copy, step: fn(
-        x, augment.augmentation_generator(order, copy, step, x.device), dataset.fill)
-
-
-def model_record(model: PrunableModel, name: str, step: int) -> dict:
-    """What a model artifact holds: CPU weights, the step reached, the prunable names and the
-    never-pruned conv/linear weights (``masks.frozen_count``)."""
-    return {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "step": step,
-        "model": name,
-        "prunable": model.prunable_names(),
-        "frozen": model.frozen_names(),
-    }
-
-
-def load_model(hp: TrainHParams, path: str) -> tuple[PrunableModel, int]:
-    """A network of ``hp.model`` with the weights of a model artifact, and its step."""
-    record = atomic.load_torch(path)
-    model = models.build(hp.model, hp.dataset)
-    model.load_state_dict(record["state_dict"])
-    return model, record["step"]
-
-
-def _file_digest(path: str | None) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
-
-
-def run_fingerprint(hp: TrainHParams, seed: int, start_step: int, stop_step: int | None,
-                    level: int, order: int, copy: int, start: str | None, mask: str | None,
-                    references: list[str] | tuple[str, ...] = ()) -> str:
-    """What a run's result depends on (hparams, seeds, the bytes of its start point, mask and
-    references; no start point = the random-reinit baseline): a resume or partial file written
-    under another fingerprint is stale."""
-    identity = [to_json(hp), seed, not start, start_step, stop_step, level, order, copy,
-                _file_digest(start), _file_digest(mask)]
-    identity += [_file_digest(r) for r in references]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-
-
-def start_model(hp: TrainHParams, start: str | None, seed: int, start_step: int,
-                level: int) -> PrunableModel:
-    """The network a run starts from: the weights of ``start`` (W_k), or without one the
-    random-reinit baseline's fresh init seeded by (seed, k, level)."""
-    if start:
-        return load_model(hp, start)[0]
-    return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level,
-                                    bias=hp.bias_init)

@@ -2,9 +2,9 @@
 
 Per-job fixed cost (``import torch``, reading the data, building the network) was about two thirds
 of a demo job when every run was its own job; a cohort pays it once for all its runs. Members are
-trained in chunks of at most ``stack``: a chunk of one is ``train.train`` exactly as a single run
+trained in chunks of at most ``stack``: a chunk of one is ``single.train`` exactly as a single run
 (bit for bit: the same function, the global RNG reset to the state a fresh process has), a larger
-chunk is one stacked model (``lmcpipe.stacked``). Runs with paper B's repellent term, and runs
+chunk is one stacked model (``training.stacked``). Runs with paper B's repellent term, and runs
 whose batches are split into micro-batches (``train.micro_batch``), are always trained alone. How
 many members a stacked step holds by default: ``default_stack``.
 
@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmcpipe import atomic, csvfiles, data, masks, memory, models, paths, provenance, stacked
+from lmcpipe import atomic, csvfiles, data, masks, memory, models, paths, provenance
 from lmcpipe.errors import Diverged
 from lmcpipe.hparams import TrainHParams
-from lmcpipe.train import model_record, run_fingerprint, start_model, train
+from lmcpipe.training import stacked
+from lmcpipe.training.checkpoint import model_record, run_fingerprint, start_model
+from lmcpipe.training.single import train
 
 METRIC_COLUMNS = ["step", "split", "loss", "error"]
 
