@@ -26,6 +26,13 @@ The update rules are those of ``torch.optim.SGD`` (dampening 0, no Nesterov) and
 ``tests/test_optim.py`` checks both paths bit for bit against torch.optim's fused and foreach
 implementations. The update is elementwise, so stacked parameters (a leading member dimension)
 are updated as K independent runs.
+
+A learning rate given as a tensor selects the capturable form (``_capturable_step``): plain
+foreach ops that read the learning rate and Adam's step count from device tensors, so
+``torch.compile`` traces the update into the step's graph and CUDA graphs can replay it (the fused
+kernels have no fake implementation for a tensor learning rate, so the compiler cannot trace them,
+and a Python float that changes every step would recompile). Its results equal the fused ones up
+to float rounding (``tests/test_optim.py`` states the tolerance).
 """
 
 from __future__ import annotations
@@ -50,9 +57,22 @@ class SGD:
         self.fused = fusable(self.params, fused, "_fused_sgd_")
         self.buffers: list[torch.Tensor] = []
 
+    def capture(self) -> list[torch.Tensor]:
+        """Ready the state for capturable steps and return the tensors they mutate besides the
+        parameters: allocated here, before any compiled step, as a graph must not allocate state
+        it keeps."""
+        if self.momentum and not self.buffers:
+            # zeros: the first update m * 0 + g = g is exactly torch's first step (buffer = g)
+            self.buffers = [torch.zeros_like(p) for p in self.params]
+        return list(self.buffers)
+
     @torch.no_grad()
-    def step(self, lr: float) -> None:
-        grads = [p.grad for p in self.params]
+    def step(self, lr: float | torch.Tensor, grads: list[torch.Tensor] | None = None) -> None:
+        """One update with ``grads`` (default: the parameters' ``.grad``)."""
+        grads = [p.grad for p in self.params] if grads is None else list(grads)
+        if isinstance(lr, torch.Tensor):
+            self._capturable_step(lr, grads)
+            return
         if self.fused:
             first = self.momentum != 0 and not self.buffers
             if first:
@@ -71,6 +91,15 @@ class SGD:
                 torch._foreach_add_(self.buffers, grads)
             grads = self.buffers
         torch._foreach_add_(self.params, grads, alpha=-lr)
+
+    def _capturable_step(self, lr: torch.Tensor, grads: list[torch.Tensor]) -> None:
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        if self.momentum:
+            torch._foreach_mul_(self.buffers, self.momentum)
+            torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_sub_(self.params, torch._foreach_mul(grads, lr))
 
     def state_dict(self) -> dict:
         return {"buffers": self.buffers}
@@ -93,12 +122,26 @@ class Adam:
         # the fused kernel reads the step count from a tensor on the parameters' device
         device = self.params[0].device if self.params else "cpu"
         self._step = torch.zeros((), dtype=torch.float32, device=device)
+        self._captured = False  # the step count lives in ``_step`` only (no host sync per step)
+
+    def capture(self) -> list[torch.Tensor]:
+        """Ready the state for capturable steps (the step count moves to ``_step``) and return the
+        tensors they mutate besides the parameters."""
+        if not self._captured:
+            self._step.fill_(self.t)
+            self._captured = True
+        return [*self.exp_avg, *self.exp_avg_sq, self._step]
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
+    def step(self, lr: float | torch.Tensor, grads: list[torch.Tensor] | None = None) -> None:
+        """One update with ``grads`` (default: the parameters' ``.grad``)."""
+        grads = [p.grad for p in self.params] if grads is None else list(grads)
+        if isinstance(lr, torch.Tensor):
+            self._capturable_step(lr, grads)
+            return
         b1, b2 = self.betas
+        self._sync_step()
         self.t += 1
-        grads = [p.grad for p in self.params]
         if self.fused:
             self._step.fill_(self.t)
             torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [],
@@ -117,11 +160,32 @@ class Adam:
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(self.params, self.exp_avg, denom, -lr / bias1)
 
+    def _capturable_step(self, lr: torch.Tensor, grads: list[torch.Tensor]) -> None:
+        b1, b2 = self.betas
+        self._step.add_(1)  # after ``capture``
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - b1)
+        torch._foreach_mul_(self.exp_avg_sq, b2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - b2)
+        bias1, bias2 = 1 - b1 ** self._step, 1 - b2 ** self._step
+        denom = torch._foreach_div(torch._foreach_sqrt(self.exp_avg_sq), bias2.sqrt())
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(self.exp_avg, denom)
+        torch._foreach_mul_(update, lr / bias1)
+        torch._foreach_sub_(self.params, update)
+
+    def _sync_step(self) -> None:
+        """Take the step count back from the device after capturable steps (one host sync)."""
+        if self._captured:
+            self.t, self._captured = int(self._step), False
+
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "t": self.t}
+        t = int(self._step) if self._captured else self.t  # a host sync, at checkpoints only
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "t": t}
 
     def load_state_dict(self, state: dict) -> None:
         self.exp_avg = [s.to(p.device) for s, p in zip(state["exp_avg"], self.params, strict=True)]
         self.exp_avg_sq = [s.to(p.device)
                            for s, p in zip(state["exp_avg_sq"], self.params, strict=True)]
-        self.t = state["t"]
+        self.t, self._captured = state["t"], False

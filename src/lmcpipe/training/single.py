@@ -26,7 +26,7 @@ from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
 from lmcpipe.training.checkpoint import read_resume, run_stats
-from lmcpipe.training.step import LossWatch, autocast, make_optimizer, masked_step
+from lmcpipe.training.step import LossWatch, Step, autocast, make_optimizer, masked_step
 from lmcpipe.training.streams import augmenter, batch_indices
 
 
@@ -86,6 +86,7 @@ def train(
     record: bool = True,
     references: list[dict[str, torch.Tensor]] | None = None,
     stats: dict | None = None,
+    compile: str = "none",
 ) -> list[dict]:
     """Train ``model`` in place from ``start_step`` to ``stop_step`` (default: hp.steps).
 
@@ -99,7 +100,7 @@ def train(
     evaluation, checkpoint or the end (``LossWatch``), before anything is written.
     Progress lines go to stdout (``lmcpipe.progress``); ``stats``, when given, is filled with
     what this process trained (``run_stats``) and its ``micro_batch`` for the run's provenance
-    record.
+    record. ``compile``: how the step runs (``step.Step``: eager, or compiled whole).
 
     Micro-batches (``memory.micro_batch``: ``hp.micro_batch``, or on a GPU the largest divisor of
     the batch that fits): the step's batch, augmented whole (the same draws as unsplit), is cut
@@ -146,7 +147,18 @@ def train(
     reg = (repulsion(hp.repel_lambda, model, references, mask)
            if references and hp.repel_lambda else None)
     cache: dict = {}
-    watch = LossWatch(step)
+
+    def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with autocast(hp, device):
+            loss = model.training_loss(xb, yb)
+        return loss + reg() if reg is not None else loss
+
+    params_list = list(model.parameters())
+    position = {id(p): i for i, p in enumerate(params_list)}
+    update = Step(hp, loss_of, params_list,
+                  [(position[id(p)], m) for p, m in zip(mparams, mtensors, strict=True)],
+                  optimizer, compile)
+    watch = LossWatch(step, device=device)
     progress = Progress(step, stop, "train", origin=start_step)
     while step < stop:
         if step in eval_at and step not in done:
@@ -162,15 +174,10 @@ def train(
         yb = y.index_select(0, idx).to(device, non_blocking=True)
         if micro < len(idx):
             loss = accumulate(model, xb, yb, micro, hp, reg)
+            masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         else:
-            with autocast(hp, device):
-                loss = model.training_loss(xb, yb)
-            if reg is not None:
-                loss = loss + reg()
-            model.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = update(xb, yb, step)
         watch.add(loss)
-        masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         progress.tick(step, loss)
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:

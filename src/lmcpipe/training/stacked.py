@@ -43,7 +43,7 @@ from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
 from lmcpipe.training.checkpoint import read_resume, run_stats
 from lmcpipe.training.single import eval_rows
-from lmcpipe.training.step import LossWatch, autocast, make_optimizer, masked_step
+from lmcpipe.training.step import LossWatch, Step, autocast, make_optimizer
 from lmcpipe.training.streams import augmenter, batch_indices
 
 
@@ -94,6 +94,7 @@ def _train_stacked(
     fingerprint: str = "",
     record: bool = True,
     stats: dict | None = None,
+    compile: str = "none",
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict]]]:
     """Train K members from ``starts`` (state dicts) to ``hp.steps``; member k draws data and
     augmentation from ``streams[k]`` = (order, copy) and keeps ``member_masks[k]``.
@@ -157,7 +158,17 @@ def _train_stacked(
     x, y = dataset.train_x, dataset.train_y
     augment = augmenter(hp.dataset, dataset)
     caches: list[dict] = [{} for _ in range(k_members)]
-    watch = LossWatch(step)  # raises Diverged(member=i) before anything is written
+    names = list(params)
+    position = {n: i for i, n in enumerate(names)}
+
+    def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with autocast(hp, device):
+            return stacked_loss(params, buffers, xb, yb)
+
+    update = Step(hp, loss_of, [params[n] for n in names],
+                  [(position[n], mstack[n]) for n in masked], optimizer, compile)
+    # raises Diverged(member=i) before anything is written
+    watch = LossWatch(step, k_members, device)
     progress = Progress(step, stop, f"stacked ({k_members} members)", origin=start_step)
     while step < stop:
         if step in eval_at:
@@ -170,13 +181,8 @@ def _train_stacked(
             xs.append(augment(xb, order, copy, step) if augment else xb)
             ys.append(y.index_select(0, idx))
         xb, yb = torch.stack(xs), torch.stack(ys).to(device, non_blocking=True)
-        with autocast(hp, device):
-            losses = stacked_loss(params, buffers, xb, yb)
-        for p in params.values():
-            p.grad = None
-        losses.sum().backward()
+        losses = update(xb, yb, step)
         watch.add(losses)
-        masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
         step += 1
         progress.tick(step, losses)
         if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
