@@ -25,6 +25,15 @@ from lmcpipe.errors import InputError
 # hyperparameters, and Snakemake reruns a job whose params changed, so a new field written out
 # at its default would rerun every finished job although nothing it computes changed.
 ADDED_LATER = "lmcpipe_added_later"
+# How a training step runs (resources.compile; lmcpipe.training.step): a resource, not an
+# hyperparameter, as it changes float rounding only
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+
+
+def add_compile_argument(p: argparse.ArgumentParser) -> None:
+    """``--compile`` of the training stages (``lmcpipe train``, ``lmcpipe cohort``)."""
+    p.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                   help="run the training step eagerly or compiled whole (resources.compile)")
 
 
 @dataclass(frozen=True)

@@ -591,6 +591,11 @@ def deterministic_of(wildcards):
     return "true" if resources_of(wildcards)["deterministic"] else "false"
 
 
+def compile_of(wildcards):
+    """--compile of a training job: eager or compiled whole (lmcpipe.training.step)."""
+    return resources_of(wildcards)["compile"]
+
+
 def group_of(wildcards):
     """Job group: on a cluster, one batch job per (experiment, seed, k, level) runs that level's
     training runs other than the chain's, and its interpolations. Groups are ignored by local

@@ -40,6 +40,7 @@ rule rewind:
     resources:
         **JOB_RESOURCES,
         **job_costs("rewind", group=chain_group),
+        compile=compile_of,
     group:
         chain_group
     conda:
@@ -53,7 +54,7 @@ rule rewind:
         " --threads {threads:q}"
         " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
         " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
-        " > {log:q} 2>&1"
+        " --compile {resources.compile:q} > {log:q} 2>&1"
 
 
 # --- cohorts: the runs of one (seed, k, level) trained by one job (lmcpipe.training.cohort) --
@@ -88,6 +89,7 @@ for _exp in EXPERIMENTS.values():
                 **JOB_RESOURCES,
                 **job_costs("cohort", _kind, cohort_group(_kind)),
                 stack=stack_of,
+                compile=compile_of,
             group:
                 cohort_group(_kind)
             conda:
@@ -100,4 +102,4 @@ for _exp in EXPERIMENTS.values():
                 " --members {params.members:q} --stack {resources.stack:q} --threads {threads:q}"
                 " --device {resources.device:q} --jobs-per-gpu {resources.jobs_per_gpu:q}"
                 " --cpu-slots {resources.cpu_slots:q} --deterministic {resources.deterministic:q}"
-                " > {log:q} 2>&1"
+                " --compile {resources.compile:q} > {log:q} 2>&1"

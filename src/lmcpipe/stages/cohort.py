@@ -14,7 +14,7 @@ import time
 import torch
 
 from lmcpipe import data, devices, provenance
-from lmcpipe.hparams import JsonFlag, TrainHParams
+from lmcpipe.hparams import JsonFlag, TrainHParams, add_compile_argument
 from lmcpipe.training import cohort
 
 
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="members per stacked step (0: 1 on the CPU, on CUDA as many as the "
                         "device's memory holds: lmcpipe.training.cohort.default_stack)")
     p.add_argument("--threads", type=int, default=1)
+    add_compile_argument(p)
     devices.add_arguments(p)
 
 
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> None:
         provenance.discard_record(m.model_out)
     stats: list[dict] = []
     results = cohort.train_cohort(hp, args.seed, args.start_step, args.level, members, dataset,
-                                  stack, stats)
+                                  stack, stats, compile=args.compile)
     cohort.write_members(hp, members, results)
     cohort.write_records(members, stats, device, job_start, dataset)
     for m, (_, rows) in zip(members, results, strict=True):

@@ -15,7 +15,7 @@ import os
 import time
 
 from lmcpipe import devices
-from lmcpipe.hparams import JsonFlag, TrainHParams
+from lmcpipe.hparams import JsonFlag, TrainHParams, add_compile_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--references", nargs="*", default=[],
                    help="earlier rounds' optima for the repellent/attractive term (paper B)")
     p.add_argument("--threads", type=int, default=1)
+    add_compile_argument(p)
     devices.add_arguments(p)
 
 
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> None:
             stop_step=args.stop_step, mask=masks.load(args.mask), resume_path=resume,
             fingerprint=fingerprint, record=bool(args.metrics_out),
             references=[atomic.load_torch(r)["state_dict"] for r in args.references],
-            stats=stats,
+            stats=stats, compile=args.compile,
         )
     except Diverged as e:
         raise e.of(os.path.dirname(args.model_out) or args.model_out) from None

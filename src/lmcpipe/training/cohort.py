@@ -93,7 +93,7 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
 
 def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
                  members: list[Member], chunk: list[int], prints: list[str], dataset: data.Data,
-                 fresh_rng: torch.Tensor, stats: dict
+                 fresh_rng: torch.Tensor, stats: dict, compile: str = "none"
                  ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
     """Train the members ``chunk`` indexes: alone through ``train.train`` or stacked; ``stats``
     gets what the training reports (``train.run_stats``)."""
@@ -106,7 +106,7 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
                      mask=masks.load(m.mask or None), fingerprint=prints[i],
                      resume_path=paths.resume_file(m.model_out),
                      references=[atomic.load_torch(r)["state_dict"] for r in m.references],
-                     stats=stats)
+                     stats=stats, compile=compile)
         return [({k: v.detach().cpu() for k, v in model.state_dict().items()}, rows)]
     starts = [start_model(hp, members[i].start or None, seed, start_step, level).state_dict()
               for i in chunk]
@@ -116,14 +116,14 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
         [(members[i].order, members[i].copy) for i in chunk],
         [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
         resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key,
-        stats=stats)
+        stats=stats, compile=compile)
     stats["micro_batch"] = hp.batch_size  # a stacked step takes each member's batch whole
     return list(zip(finals, rows, strict=True))
 
 
 def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
                  members: list[Member], dataset: data.Data, stack: int = 1,
-                 stats: list[dict] | None = None
+                 stats: list[dict] | None = None, compile: str = "none"
                  ) -> list[tuple[dict[str, torch.Tensor], list[dict]]]:
     """Train every member to ``hp.steps``; returns (state dict, metrics rows) per member.
 
@@ -159,7 +159,7 @@ def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
         began = time.perf_counter()
         try:
             results = _train_chunk(hp, seed, start_step, level, members, chunk, prints, dataset,
-                                   fresh_rng, chunk_stats)
+                                   fresh_rng, chunk_stats, compile)
         except Diverged as e:  # name the run; no model.pt of the cohort is written
             raise e.of(os.path.dirname(members[chunk[e.member]].model_out)) from None
         chunk_stats.update(wall_s=time.perf_counter() - began, stacked_with=len(chunk))

@@ -27,7 +27,7 @@ import torch
 
 from lmcpipe import optim
 from lmcpipe.errors import Diverged
-from lmcpipe.hparams import TrainHParams
+from lmcpipe.hparams import COMPILE_MODES, TrainHParams
 
 
 def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
@@ -41,9 +41,6 @@ def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
 def autocast(hp: TrainHParams, device: torch.device):
     """bfloat16 autocast when ``hp.precision == "bf16"`` (fp32 is the reference)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
-
-
-COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
 class Step:
