@@ -124,12 +124,34 @@ def test_estimate_grows_with_the_batch_and_halves_in_bf16():
     assert 40 * GB < bf16.total < 72 * GB  # bf16: a 80 GB GPU does
 
 
-def test_a_stacked_member_costs_more_than_a_single_run():
-    """vmap's batching rules save more per member than the plain network (training.stacked)."""
+def test_a_grouped_member_costs_what_a_single_run_costs():
+    """The grouped route (training.grouped) runs K members as one network of grouped layers:
+    a member saves what a single run saves (LeNet: the loss's 4-byte total weight, shared by
+    the two traced members, is the difference) and reads the members' one batch in place."""
+    for model, batch in (("lenet_300_100", 60), ("resnet20", 128), ("vgg16", 128)):
+        w = workload(model, batch)
+        assert memory.stacked_route(w.model, w.dataset) == "grouped"
+        solo, stacked = (memory.footprint(w, stacked=s) for s in (False, True))
+        assert abs(stacked.saved - solo.saved) <= 4 and stacked.transient == solo.transient
+        assert stacked.batch == solo.batch and stacked.total <= solo.total
+        assert memory.trace(*_args(model, batch), route="grouped").saved == stacked.saved
+
+
+def test_vmap_saves_more_per_member_than_a_single_run():
+    """vmap's batching rules (training.stacked's route for networks that cannot be grouped,
+    Inception-v3) save more per member than the plain network, and its step holds each member's
+    batch beside their stacked copy."""
     for model, batch in (("resnet20", 128), ("vgg16", 128)):
-        solo, stacked = (memory.footprint(workload(model, batch), stacked=s) for s in (0, 1))
-        assert 1.3 * solo.saved < stacked.saved < 2 * solo.saved
-        assert stacked.batch == 2 * solo.batch - batch * 8
+        solo, vmapped = (memory.trace(*_args(model, batch), route=r) for r in ("solo", "vmap"))
+        assert 1.3 * solo.saved < vmapped.saved < 2 * solo.saved
+    w = workload("inceptionv3", 2)
+    assert memory.stacked_route(w.model, w.dataset) == "vmap"
+    solo, stacked = (memory.footprint(w, stacked=s) for s in (False, True))
+    assert stacked.saved == memory.trace(*_args("inceptionv3", 2), route="vmap").saved
+    assert 1.3 * solo.saved < stacked.saved < 2 * solo.saved
+    assert stacked.batch == 2 * solo.batch - 2 * 8
+    with pytest.raises(ValueError, match="unknown route 'grouped2'"):
+        memory.trace(*_args("resnet20", 8), route="grouped2")
 
 
 def test_micro_batches_shrink_activations_not_the_batch():

@@ -19,8 +19,9 @@ One member's bytes at batch B, forward/backward in micro-batches of m (``Footpri
 ``cast``
     bf16 only: autocast's bfloat16 copies of the conv/linear weights, kept for the backward.
 ``batch``
-    The step's B images as fp32 and their labels; twice the images in a stacked step, which
-    holds each member's batch and their stacked copy.
+    The step's B images as fp32 and their labels; twice the images in a stacked step on the
+    vmap route, which holds each member's batch and their stacked copy (the grouped route reads
+    the members' one gathered batch in place, as a single run reads its own).
 ``saved``
     What autograd saves for the backward of one micro-batch: every tensor the forward hands to
     ``saved_tensors_hooks``, counted once per storage, parameters left out. At ``bf16`` the
@@ -38,14 +39,21 @@ The fixed part of a job (``fixed_bytes``): the CUDA context and library handles
 whole, in fp32; ImageNet stays memory-mapped on the host).
 
 Checked against the CPU (``bench/member_memory.py``: the peak RSS a fp32 training step adds to
-the resting state, 1 thread): saved + transient is 4-18 % above the measured peak for
-ResNet-20 (plain and 4 stacked), VGG-16 (plain and 2 stacked), ResNet-50 at 224 px and
+the resting state, 1 thread): saved + transient is 4-21 % above the measured peak for
+ResNet-20 (plain and 4 stacked), VGG-16 (plain and 2 stacked; stacked on the grouped route,
+with oneDNN on or off: a grouped member's peak is a single run's), ResNet-50 at 224 px and
 Inception-v3 at 299 px. A CUDA step adds cuDNN workspaces the CPU lacks (``ALLOWANCE``,
 ``MARGIN``); no GPU has checked these figures yet.
 
+A stacked member is traced on the route its network trains by (``stacked_route``): the
+grouped route (``training.grouped``: K members as one network of grouped layers) saves what a
+single run saves, per member; the vmap route, left for networks that cannot be grouped
+(Inception-v3), saves more, as vmap's batching rules split BatchNorm's affine step into separate
+ops (ResNet-20 1.5x, VGG-16 1.6x a single run's saved bytes when traced that way).
+
 The rules, D = the device's memory (``device_bytes``: a GPU's total, divided among the jobs
 that share it), F = the fixed part, M(B, m) = one member's total, M_s(B) = one member's total
-in a stacked step (``stacked``: vmap saves more per member than the plain network):
+in a stacked step (``stacked``, on its route):
 
 * stack (``stack_size``): floor((D x (1 - MARGIN) - F) / M_s(B)) members per stacked step, at
   least 1, at most the members to train. MARGIN (10 %) stays free for what the estimate misses.
@@ -127,38 +135,57 @@ class Trace:
     largest: int
 
 
+ROUTES = ("solo", "grouped", "vmap")
+
+
+@cache
+def stacked_route(model: str, dataset: str) -> str:
+    """The route a stacked step of this network takes: ``grouped`` when
+    ``training.grouped.groupable`` (built on the meta device, so free), else ``vmap``."""
+    import torch
+
+    from lmcpipe import models
+    from lmcpipe.training.grouped import groupable
+
+    with torch.device("meta"):
+        return "grouped" if groupable(models.build(model, dataset)) else "vmap"
+
+
 @cache
 def trace(model: str, dataset: str, batch: int, precision: str = "fp32", image_size: int = 0,
-          stacked: bool = False) -> Trace:
+          route: str = "solo") -> Trace:
     """One training forward of ``batch`` examples on the meta device, with every tensor
     autograd saves for the backward collected by ``saved_tensors_hooks``; per member.
 
-    ``stacked``: two members through ``lmcpipe.training.stacked``'s route (``functional_call`` under
-    ``vmap``), halved. vmap's batching rules save more than the plain network does (ResNet-20
-    1.5x, VGG-16 1.6x per member), so stacks are planned with this trace. Batch 1 is half of
-    batch 2 (BatchNorm refuses one value per channel, as on Inception-v3's auxiliary head)."""
+    ``route``: ``solo``, the plain network; ``grouped`` or ``vmap``, two members of a stacked
+    step on that route (``grouped.group(net, 2)`` and ``member_losses``; ``functional_call``
+    under ``vmap``), halved. Batch 1 is half of batch 2 (BatchNorm refuses one value per
+    channel, as on Inception-v3's auxiliary head)."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown route '{route}' (known: {', '.join(ROUTES)})")
     if batch == 1:
-        two = trace(model, dataset, 2, precision, image_size, stacked)
+        two = trace(model, dataset, 2, precision, image_size, route)
         return Trace(two.param_bytes, two.cast_weights, -(-two.saved // 2), -(-two.largest // 2))
     import torch
     from torch import nn
     from torch.autograd.graph import saved_tensors_hooks
 
     from lmcpipe import models
+    from lmcpipe.training.grouped import group, member_losses
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     shape = Workload(model, dataset, batch, image_size=image_size).input_shape
-    k = 2 if stacked else 1
+    k = 1 if route == "solo" else 2
     with torch.device("meta"):
         net = models.build(model, dataset)
         param_bytes = sum(t.numel() * 4 for t in (*net.parameters(), *net.buffers())
                           if t.is_floating_point())
         cast = sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear | nn.Conv2d))
-        net = net.to(dtype).train()
+        net = (group(net, k) if route == "grouped" else net).to(dtype).train()
         x = torch.empty((k, batch, *shape), dtype=dtype)
         y = torch.zeros((k, batch), dtype=torch.long)
         params = {n: torch.empty((k, *p.shape), dtype=dtype, requires_grad=True)
-                  for n, p in net.named_parameters()}
+                  for n, p in net.named_parameters()} if route == "vmap" else {}
         buffers = {n: torch.empty((k, *b.shape), dtype=b.dtype) for n, b in net.named_buffers()}
     weights = {id(p.untyped_storage()) for p in (*net.parameters(), *params.values())}
     saved: dict[int, Any] = {}  # id -> storage; holding it keeps the id from being reused
@@ -170,8 +197,10 @@ def trace(model: str, dataset: str, batch: int, precision: str = "fp32", image_s
         return t
 
     with saved_tensors_hooks(pack, lambda t: t):
-        if stacked:
+        if route == "vmap":
             _stacked_loss(net)(params, buffers, x, y)
+        elif route == "grouped":  # the members' (B*k) batch viewed member-major, (B, k*C, ...)
+            member_losses(net(x.view(batch, k * shape[0], *shape[1:])), y.view(batch, k))
         else:
             net.training_loss(x[0], y[0])
     sizes = [s.nbytes() for s in saved.values()]
@@ -204,10 +233,12 @@ def _stacked_loss(net: Any) -> Any:
 
 def footprint(w: Workload, micro: int = 0, stacked: bool = False) -> Footprint:
     """One member's bytes at ``w.batch_size``, forward/backward in micro-batches of ``micro``
-    (0: the whole batch); ``stacked``: as a member of a stacked step (``trace``)."""
-    t = trace(w.model, w.dataset, micro or w.batch_size, w.precision, w.image_size, stacked)
+    (0: the whole batch); ``stacked``: as a member of a stacked step, on the route its network
+    takes (``stacked_route``, ``trace``)."""
+    route = stacked_route(w.model, w.dataset) if stacked else "solo"
+    t = trace(w.model, w.dataset, micro or w.batch_size, w.precision, w.image_size, route)
     moments = 2 if w.optimizer == "adam" else (1 if w.momentum else 0)
-    copies = 2 if stacked else 1
+    copies = 2 if route == "vmap" else 1
     batch = w.batch_size * (copies * math.prod(w.input_shape) * 4 + 8)
     transient = 2 * t.largest
     return Footprint(params=t.param_bytes, grads=t.param_bytes, optimizer=moments * t.param_bytes,

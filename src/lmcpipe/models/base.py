@@ -14,6 +14,9 @@ class PrunableModel(nn.Module):
     """
 
     excluded: tuple[str, ...] = ()
+    # True when ``forward`` never mixes channels across stacked members (no channel concat or
+    # split), so ``training.grouped`` may run K members as one network; checked per layer there
+    groupable: bool = False
 
     def weight_names(self) -> list[str]:
         """Every conv/linear weight: open_lth's ``prunable_layer_names``, the set its mask holds

@@ -28,6 +28,7 @@ class ResNet50(PrunableModel):
     """
 
     excluded: tuple[str, ...] = ()
+    groupable = True  # bottlenecks of conv, BatchNorm, ReLU, sums, pools and flatten(1)
 
     def __init__(self, input_shape: tuple[int, ...] = (3, 224, 224), num_classes: int = 1000):
         super().__init__()
@@ -55,6 +56,7 @@ class InceptionV3(PrunableModel):
     """
 
     excluded: tuple[str, ...] = ()
+    groupable = False  # concatenates branches along channels, which would interleave members
     min_size = 75
     aux_min_size = 299
     aux_weight = 0.4

@@ -12,6 +12,7 @@ from lmcpipe.models.base import PrunableModel
 
 class LeNet300100(PrunableModel):
     excluded = ("fc3.weight",)  # open_lth: the output layer is not pruned
+    groupable = True  # flatten and three Linear layers: nothing mixes members' features
 
     def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10):
         super().__init__()

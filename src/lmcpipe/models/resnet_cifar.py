@@ -45,6 +45,7 @@ class CifarResNet(PrunableModel):
     """The CIFAR ResNet family: depth = 6n + 2, widths (w, 2w, 4w)."""
 
     excluded: tuple[str, ...] = ()
+    groupable = True  # conv, BatchNorm, ReLU, sums and a mean over H, W: all per channel
 
     def __init__(
         self,

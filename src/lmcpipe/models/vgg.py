@@ -27,6 +27,7 @@ class CifarVGG(PrunableModel):
     """A VGG conv stack described by a plan of widths and ``"M"`` (max-pool) entries."""
 
     excluded = ("fc.weight",)
+    groupable = True  # conv, BatchNorm, ReLU, max-pool and a mean over H, W: all per channel
 
     def __init__(
         self,
