@@ -55,7 +55,7 @@ def test_pruned_weights_stay_zero_along_the_path(pair):
 def test_path_endpoints_reproduce_each_copy(pair, dataset):
     hp = pair["hp"]
     model = models.build(MODEL, DATASET)
-    path = interpolate.interpolate(model, pair[1], pair[2], dataset, 30, hp.eval_train_examples)
+    path = interpolate.interpolate(model, pair[1], pair[2], dataset, hp, InterpHParams(alphas=30))
     assert list(path.columns) == ["alpha", "split", "loss", "error"]
     alphas = sorted(path["alpha"].unique())
     assert len(alphas) == 30 and alphas[0] == 0.0 and alphas[-1] == 1.0

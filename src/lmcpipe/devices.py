@@ -189,3 +189,12 @@ def numerics(precision: str) -> dict[str, Any]:
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cublas_workspace_config": os.environ.get(CUBLAS_WORKSPACE)}
+
+
+def autocast(hp: Any, device: torch.device) -> Any:
+    """bfloat16 autocast when ``hp.precision == "bf16"`` (fp32 is the reference): training's
+    steps and evaluations, and interpolation, whose endpoints must be training's evaluations.
+    Here, not in the training package, so interpolation does not depend on the optimiser."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")

@@ -34,7 +34,9 @@ def main(args: argparse.Namespace) -> None:
     from lmcpipe import interpolate
 
     job_start = time.perf_counter()
-    device = devices.from_args(args, devices.evaluation_precision(args.hparams.precision))
+    # training's numerics: the path is evaluated as training evaluated the copies (under bf16
+    # autocast when they trained in bf16), so its endpoints reproduce their recorded errors
+    device = devices.from_args(args, args.hparams.precision)
     torch.set_num_threads(args.threads)
     interpolate.interpolate_files(
         args.hparams, args.interp, [{"copy1": args.copy1, "copy2": args.copy2, "out": args.out}],

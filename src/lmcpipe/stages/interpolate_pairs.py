@@ -43,6 +43,8 @@ def main(args: argparse.Namespace) -> None:
     job_start = time.perf_counter()
     if not args.pairs:
         raise SystemExit("lmcpipe interpolate-pairs: --pairs lists no pair")
-    device = devices.from_args(args, devices.evaluation_precision(args.hparams.precision))
+    # training's numerics: the path is evaluated as training evaluated the copies (under bf16
+    # autocast when they trained in bf16), so its endpoints reproduce their recorded errors
+    device = devices.from_args(args, args.hparams.precision)
     torch.set_num_threads(args.threads)
     interpolate.interpolate_files(args.hparams, args.interp, args.pairs, device, job_start)
