@@ -67,11 +67,11 @@ def test_augmented_run_interrupted_resumes_bit_for_bit(cifar_root, cifar, tmp_pa
     calls = {"n": 0}
     real_step = optim.SGD.step
 
-    def failing_step(self, lr):
+    def failing_step(self, lr, grads=None):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt("simulated kill after step 4")
-        real_step(self, lr)
+        real_step(self, lr, grads)
 
     monkeypatch.setattr(optim.SGD, "step", failing_step)
     with pytest.raises(KeyboardInterrupt):

@@ -193,7 +193,16 @@ def test_killed_cohort_resumes_bit_identical_on_cuda(tmp_path, cifar, stack):
     kill_and_resume(tmp_path, hp, stack, "cuda")
 
 
-def kill_and_resume(tmp_path: Path, hp: TrainHParams, stack: int, device: str) -> None:
+def test_killed_compiled_cohort_resumes_bit_identical(tmp_path, data_root):
+    """The same with the step compiled whole (``--compile default``, inductor on the CPU): the
+    resumed process compiles the same graph, so its kernels and bits are the uninterrupted
+    run's."""
+    hp = tiny_hparams(data_root, steps=400, checkpoint_every=10, eval_steps=(0, 200, 400))
+    kill_and_resume(tmp_path, hp, 2, "cpu", compile="default")
+
+
+def kill_and_resume(tmp_path: Path, hp: TrainHParams, stack: int, device: str,
+                    compile: str = "none") -> None:
     start = write_start(tmp_path, hp, 0)
     mask = write_mask(tmp_path, start)
 
@@ -201,17 +210,17 @@ def kill_and_resume(tmp_path: Path, hp: TrainHParams, stack: int, device: str) -
         spec = json.dumps([dataclasses.asdict(m) for m in ms])
         return [sys.executable, "-m", "lmcpipe", "cohort", "--hparams", to_json(hp), "--seed",
                 "0", "--start-step", "0", "--level", "1", "--members", spec, "--stack",
-                str(stack), "--device", device]
+                str(stack), "--device", device, "--compile", compile]
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     reference = members(tmp_path / "uninterrupted", start, mask)
-    subprocess.run(command(reference), check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run(command(reference), check=True, capture_output=True, env=env, timeout=600)
     killed = members(tmp_path / "killed", start, mask)
     later = killed[stack]  # first member of the second chunk
     checkpoint = (paths.resume_file if stack == 1 else paths.stack_resume_file)(later.model_out)
     proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)
-    deadline = time.time() + 240
+    deadline = time.time() + 480
     while not os.path.exists(checkpoint) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     assert os.path.exists(checkpoint), "the second chunk never wrote a checkpoint"
@@ -219,7 +228,7 @@ def kill_and_resume(tmp_path: Path, hp: TrainHParams, stack: int, device: str) -
     proc.wait()
     assert all(os.path.exists(paths.partial_file(m.model_out)) for m in killed[:stack])
     assert not any(os.path.exists(m.model_out) for m in killed)  # nothing looks finished
-    rerun = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=300)
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{stack} of 4 members already trained" in rerun.stdout
     assert "resumed" in rerun.stdout

@@ -208,8 +208,8 @@ def _measure_eval(hp: TrainHParams, device, threads: int, deterministic: bool) -
     import torch
 
     from lmcpipe import models
+    from lmcpipe.devices import autocast
     from lmcpipe.evaluate import evaluate
-    from lmcpipe.training.step import autocast
 
     with numerics(hp.precision, deterministic, threads):
         model = models.build_initialised(hp.model, hp.dataset, "calibrate", 0).to(device)

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from lmcpipe import atomic, data, masks, memory
+from lmcpipe.devices import autocast
 from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
 from lmcpipe.training.checkpoint import read_resume, run_stats
-from lmcpipe.training.step import LossWatch, Step, autocast, make_optimizer, masked_step
-from lmcpipe.training.streams import augmenter, batch_indices
+from lmcpipe.training.step import LossWatch, Step, make_optimizer, masked_step
+from lmcpipe.training.streams import Streams
 
 
 def repulsion(lam: float, model: PrunableModel, references: list[dict[str, torch.Tensor]],
@@ -140,13 +141,8 @@ def train(
 
     eval_at = {s for s in hp.eval_steps if start_step <= s < stop} if record else set()
     done = {r["step"] for r in rows}
-    x, y = dataset.train_x, dataset.train_y
-    if conv and not dataset.host_resident:  # a memory-mapped set is never copied whole
-        x = x.contiguous(memory_format=torch.channels_last)
-    augment = augmenter(hp.dataset, dataset)
     reg = (repulsion(hp.repel_lambda, model, references, mask)
            if references and hp.repel_lambda else None)
-    cache: dict = {}
 
     def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with autocast(hp, device):
@@ -160,40 +156,38 @@ def train(
                   optimizer, compile)
     watch = LossWatch(step, device=device)
     progress = Progress(step, stop, "train", origin=start_step)
-    while step < stop:
-        if step in eval_at and step not in done:
-            watch.check()
-            rows += eval_rows(model, dataset, hp, step)
-            done.add(step)
-        # indices live with the images (on the host for memory-mapped ImageNet); index_select
-        # is several times faster than x[idx] for a batch of rows on the CPU
-        idx = batch_indices(len(x), hp.batch_size, order, copy, step, cache, x.device)
-        xb = dataset.prepare(x.index_select(0, idx))
-        if augment:
-            xb = augment(xb, order, copy, step)
-        yb = y.index_select(0, idx).to(device, non_blocking=True)
-        if micro < len(idx):
-            loss = accumulate(model, xb, yb, micro, hp, reg)
-            masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
-        else:
-            loss = update(xb, yb, step)
-        watch.add(loss)
-        step += 1
-        progress.tick(step, loss)
-        if resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop:
-            watch.check()
-            atomic.save_torch(
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "rows": json.dumps(rows),
-                    "rng": torch.get_rng_state(),
-                    "micro_batch": micro,
-                },
-                resume_path,
-            )
+    with Streams(hp, dataset, [(order, copy)]) as batches:
+        while step < stop:
+            if step in eval_at and step not in done:
+                watch.check()
+                rows += eval_rows(model, dataset, hp, step)
+                done.add(step)
+            xb, yb = batches.batch(step)
+            if conv:  # the batch, not the stored set: augmentation writes a fresh tensor
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            if micro < len(yb):
+                loss = accumulate(model, xb, yb, micro, hp, reg)
+                masked_step(optimizer, hp.lr_at(step), mparams, mtensors)
+            else:
+                loss = update(xb, yb, step)
+            watch.add(loss)
+            step += 1
+            progress.tick(step, loss)
+            if (resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0
+                    and step < stop):
+                watch.check()
+                atomic.save_torch(
+                    {
+                        "fingerprint": fingerprint,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "rows": json.dumps(rows),
+                        "rng": torch.get_rng_state(),
+                        "micro_batch": micro,
+                    },
+                    resume_path,
+                )
     watch.check()
     if record and stop not in done:
         rows += eval_rows(model, dataset, hp, stop)

@@ -16,7 +16,7 @@ What makes it capturable:
 * an epoch's short last batch has another shape, which compiles a second graph once.
 
 Also here: the optimiser (``make_optimizer``), the masked update (``masked_step``, used by
-micro-batched runs that accumulate ``.grad``), bf16 autocast and ``LossWatch``.
+micro-batched runs that accumulate ``.grad``) and ``LossWatch``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ def make_optimizer(hp: TrainHParams, params) -> optim.SGD | optim.Adam:
     if hp.optimizer == "sgd":
         return optim.SGD(params, momentum=hp.momentum, weight_decay=hp.weight_decay)
     raise ValueError(f"unknown optimizer '{hp.optimizer}'")
-
-
-def autocast(hp: TrainHParams, device: torch.device):
-    """bfloat16 autocast when ``hp.precision == "bf16"`` (fp32 is the reference)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
 
 
 class Step:
