@@ -68,12 +68,19 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
     import torch
 
     from lmcpipe import models, optim
+    from lmcpipe.training import grouped
 
     shape = memory.Workload(name, dataset, batch, image_size=size).input_shape
+    route = memory.stacked_route(name, dataset) if k else "solo"
     torch.manual_seed(0)
     with torch.device(device):
         net = models.build(name, dataset)
-        if k:  # training.stacked's route (memory._stacked_loss is its copy)
+        if route == "grouped":  # training.stacked's route for every network but Inception-v3
+            net = grouped.group(net, k)
+            x = torch.randn(batch * k, *shape).view(batch, k * shape[0], *shape[1:])
+            y = torch.randint(0, 10, (batch, k))
+            opt = optim.SGD(list(net.parameters()), momentum=0.9)
+        elif k:  # the vmap route (memory._stacked_loss is its copy)
             params = {n: torch.stack([p.detach()] * k).requires_grad_()
                       for n, p in net.named_parameters()}
             buffers = {n: torch.stack([b] * k) for n, b in net.named_buffers()}
@@ -85,8 +92,11 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
 
     def step() -> None:
         with torch.autocast(device, torch.bfloat16, enabled=precision == "bf16"):
-            loss = f(params, buffers, x, y).sum() if k else net.training_loss(x, y)
-        if k:  # as training.single.train: the old gradients go after the forward
+            if route == "grouped":
+                loss = grouped.member_losses(net(x), y).sum()
+            else:
+                loss = f(params, buffers, x, y).sum() if k else net.training_loss(x, y)
+        if route == "vmap":  # as training.single.train: the old gradients go after the forward
             for t in params.values():
                 t.grad = None
         else:
@@ -94,7 +104,8 @@ def step_peak(name: str, dataset: str, batch: int, size: int, k: int, device: st
         loss.backward()
         opt.step(0.01)
 
-    with torch.backends.mkldnn.flags(enabled=not k):  # as lmcpipe.training.stacked.train_stacked
+    # as training.stacked.train_stacked: oneDNN off on the vmap route only
+    with torch.backends.mkldnn.flags(enabled=route != "vmap"):
         step()  # warm-up: libraries' one-off allocations; gradients and momentum now exist
         if device == "cuda":
             torch.cuda.synchronize()

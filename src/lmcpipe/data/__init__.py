@@ -9,6 +9,7 @@ The package, by layer (each module imports only those above it)::
     tensors      Data (splits as tensors) and train_stats
     cache        decode-once, memory-mapped caches under ``<data_root>/.cache``
     loader       load(): a dataset as a normalised Data
+    prefetch     Prefetcher: a memory-mapped set's next batch gathered on a thread (pinned on CUDA)
     testing      writers of each format, for tests and benchmarks
 
 Here: the public API. The Snakemake rules import ``find``, ``missing_message``,
