@@ -109,3 +109,22 @@ def test_compiled_training_matches_eager(data_root, dataset, optimizer):
         assert moved_apart(runs["none"][i], runs["default"][i], start) <= COMPILED_TOL, i
     for state in (runs["default"][0], runs["default"][2]):
         assert all(bool((state[n][~mask[n]] == 0).all()) for n in mask)
+
+
+def test_steps_one_after_another_stay_within_the_recompile_limit(data_root, dataset):
+    """A cohort's chunks are Steps one after another, each compiling ``Step._step`` anew (dynamo
+    keys its cache by code object, and an earlier Step may still be alive, e.g. in a reference
+    cycle): each Step resets the cache, so with a limit of one compile per code object two
+    Steps still run (without the reset the second fails: fullgraph turns the hit limit into an
+    error)."""
+    hp = tiny_hparams(data_root, steps=2, checkpoint_every=0)
+    xb, yb = Streams(hp, dataset, [(0, 1)]).batch(0)
+    kept = []
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for seed, rows in ((0, 20), (1, 10)):  # as a cohort's last chunk may differ in size
+            model = models.build_initialised(hp.model, hp.dataset, seed)
+            params = list(model.parameters())
+            update = Step(hp, model.training_loss, params, [], make_optimizer(hp, params),
+                          "default")
+            kept.append(update)
+            assert torch.isfinite(update(xb[:rows], yb[:rows], 0)).all()

@@ -13,7 +13,8 @@ What makes it capturable:
 * the losses are copied into ``LossWatch``'s preallocated buffer, outside the graph;
 * nothing in it reads a tensor on the host, so nothing syncs (``torch._dynamo.explain`` finds
   no graph break: ``tests/test_compile.py``);
-* an epoch's short last batch has another shape, which compiles a second graph once.
+* an epoch's short last batch has another shape, which compiles a second graph once;
+* each Step starts dynamo's cache afresh (a cohort's chunks are Steps one after another).
 
 Also here: the optimiser (``make_optimizer``), the masked update (``masked_step``, used by
 micro-batched runs that accumulate ``.grad``) and ``LossWatch``.
@@ -55,6 +56,10 @@ class Step:
         self.mode = compile
         self.fn = self._step
         if compile != "none":
+            # dynamo keys its cache by code object, and every Step's is ``_step``: a cohort's
+            # chunks (each a new Step, two graphs with the short batch) would soon pass its
+            # recompile limit, which fullgraph makes an error; the earlier Steps are finished
+            torch.compiler.reset()
             device = params[0].device
             self.lr = torch.zeros((), dtype=torch.float32, device=device)
             for t in [self.lr, *self.masks, *optimizer.capture()]:
