@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PROGRESS = re.compile(r"^[\w ()]+: step \d+/\d+ \(")  # training's progress lines: left out
 
 
 def export(rev: str | None, into: Path) -> Path:
@@ -76,7 +78,8 @@ def main() -> None:
             print(f"--- {label}: {' '.join(command)}", flush=True)
             wall, out = run(tree, command)
             sides[label] = wall
-            print(out.rstrip())
+            print("\n".join(line for line in out.rstrip().splitlines()
+                            if not PROGRESS.match(line)))
             print(f"wall {wall:.1f} s", flush=True)
     before, after = sides.values()
     print(f"\nwall time: before {before:.1f} s, after {after:.1f} s, after/before "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check: one call, under 8 minutes on one H100/H200, every part under its own
+# The prepared GPU check: one call, under 10 minutes on one H100/H200, every part under its own
 # timeout (a part that fails or times out says so, and the others still run). It prints
 #   0. the device and its memory;
 #   1. the tests with CUDA variants (they skip on a machine without CUDA): fused optimisers on
@@ -14,8 +14,11 @@
 #   4. one member's memory: lmcpipe.memory's estimate against the measured CUDA peak, and the
 #      stacks and micro-batches the rule picks;
 #   5. measured seconds per member-step on this GPU for ResNet-20 (scripts/cost_table.py),
-#      against the shipped table's unmeasured roofline figure.
-# Worst case, every part at its timeout: 30 + 140 + 180 + 60 + 40 + 30 = 480 s.
+#      against the shipped table's unmeasured roofline figure;
+#   6. the step profile of a ResNet-20 cohort of K = 16 (bench/step_profile.py, this tree's
+#      code): kernel ops, CUDA launch calls and kernels per step, bytes per member-step, and
+#      one compiled (reduce-overhead: CUDA graphs) step timed against the eager one.
+# Worst case, every part at its timeout: 30 + 140 + 180 + 60 + 40 + 30 + 120 = 600 s.
 #
 #   bash bench/gpu_check.sh            # from the repository root; OUT=dir keeps the logs
 #
@@ -43,7 +46,8 @@ EOF
 
 part "1. tests with CUDA variants"
 if "$py" -c "import pytest" 2>/dev/null; then
-  timeout 140 "$py" -m pytest -q -rs -k cuda tests/test_augment.py tests/test_cohort.py \
+  timeout 140 "$py" -m pytest -q -rs -k cuda tests/test_augment.py tests/test_streams.py \
+    tests/test_cohort.py \
     tests/test_optim.py tests/test_slots.py 2>&1 | tee "$out/tests.log" | tail -8
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "part 1 FAILED (rc ${PIPESTATUS[0]})"; status=1; }
 else
@@ -126,5 +130,11 @@ timeout 30 "$py" scripts/cost_table.py --keep-cpu --measure-gpu --only resnet20 
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "part 5 FAILED or timed out"; status=1; }
 grep -A30 "^  resnet20:" src/lmcpipe/costs.yaml | head -30 > "$out/costs_shipped.txt"
 echo "measured table: $out/costs.yaml; shipped rows: $out/costs_shipped.txt"
+
+part "6. step profile: ResNet-20, K = 16, eager against compiled (reduce-overhead)"
+timeout 120 "$py" bench/step_profile.py --device cuda --sides after --nets resnet20 --ks 16 \
+  --no-single --ops-batch 0 --compile reduce-overhead --time --json "$out/step_profile.json" \
+  2>&1 | grep -v "^USDT" | tee "$out/step_profile.log" | tail -20
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "part 6 FAILED or timed out"; status=1; }
 echo "logs in $out"
 exit $status
