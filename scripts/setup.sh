@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Set up lmcpipe on a fresh machine: Debian's offline Fashion-MNIST (when apt is there), a virtual
-# environment in .venv with a torch/torchvision pair that imports on this machine, and lmcpipe
-# (editable) with its test tools. Idempotent: a second call only checks the environment.
+# Set up lmcpipe on a fresh machine: Debian's offline Fashion-MNIST and g++ (when apt is there), a
+# virtual environment in .venv with a torch/torchvision pair that imports on this machine, and
+# lmcpipe (editable) with its test tools. Idempotent: a second call only checks the environment.
 #
 # TORCH_SPEC overrides the torch/torchvision requirement, e.g. for a CUDA index of your own:
 #   TORCH_SPEC="torch==2.14.1 torchvision==0.29.1" bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+# Debian packages: the offline Fashion-MNIST, and a C++ compiler, which torch.compile's CPU
+# backend (inductor) builds its kernels with (resources.compile and tests/test_compile.py)
+packages=""
+[ -d /usr/share/datasets/fashion-mnist ] || packages="dataset-fashion-mnist"
+command -v g++ >/dev/null || packages="$packages g++"
+if [ -n "$packages" ] && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  # shellcheck disable=SC2086  # one word per package
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
 fi
 
 # torch and torchvision must be a matched pair or `import torchvision` fails (see
