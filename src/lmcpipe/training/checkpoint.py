@@ -27,6 +27,13 @@ def run_stats(start_step: int, stop_step: int, first_step: int, resumed: bool) -
             "steps": max(stop_step - first_step, 0), "resumed_at": first_step if resumed else None}
 
 
+def checkpoint_due(hp: TrainHParams, step: int, stop: int,
+                   path: str | os.PathLike | None) -> bool:
+    """Whether a loop that has just reached ``step`` writes its resume file: every
+    ``hp.checkpoint_every`` steps, never at the end (the run's artifacts follow then)."""
+    return bool(path and hp.checkpoint_every and step % hp.checkpoint_every == 0 and step < stop)
+
+
 def read_resume(path: str | os.PathLike | None, fingerprint: str,
                 optimizer: optim.SGD | optim.Adam) -> dict | None:
     """A resume checkpoint written under ``fingerprint``, with the optimiser and the RNG state

@@ -26,7 +26,7 @@ from lmcpipe.evaluate import evaluate_splits
 from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
-from lmcpipe.training.checkpoint import read_resume, run_stats
+from lmcpipe.training.checkpoint import checkpoint_due, read_resume, run_stats
 from lmcpipe.training.step import LossWatch, Step, make_optimizer, masked_step
 from lmcpipe.training.streams import Streams
 
@@ -173,8 +173,7 @@ def train(
             watch.add(loss)
             step += 1
             progress.tick(step, loss)
-            if (resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0
-                    and step < stop):
+            if checkpoint_due(hp, step, stop, resume_path):
                 watch.check()
                 atomic.save_torch(
                     {

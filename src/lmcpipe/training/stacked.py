@@ -50,7 +50,7 @@ from lmcpipe.hparams import TrainHParams
 from lmcpipe.models import PrunableModel
 from lmcpipe.progress import Progress
 from lmcpipe.training import grouped
-from lmcpipe.training.checkpoint import read_resume, run_stats
+from lmcpipe.training.checkpoint import checkpoint_due, read_resume, run_stats
 from lmcpipe.training.single import eval_rows
 from lmcpipe.training.step import LossWatch, Step, make_optimizer
 from lmcpipe.training.streams import Streams
@@ -240,8 +240,7 @@ def _train_stacked(
             watch.add(losses)
             step += 1
             progress.tick(step, losses)
-            if (resume_path and hp.checkpoint_every and step % hp.checkpoint_every == 0
-                    and step < stop):
+            if checkpoint_due(hp, step, stop, resume_path):
                 watch.check()
                 atomic.save_torch({
                     "fingerprint": fingerprint,
