@@ -161,12 +161,22 @@ def cached_splits(dataset: str, root: str | os.PathLike, sources: list[Path],
     sources' resolved paths, sizes and mtimes. ``cache=False`` decodes and touches no cache.
     Returns tensors as the original readers did: images as decoded, labels int64.
     """
+    salt = f"{dataset}\0v{FORMAT}"
+    stem = f"{dataset}-{file_key(sources, salt=salt)}" if cache else ""
+    return split_tensors(root, stem, decode, lambda a: _describe(dataset, sources, a), cache)
+
+
+def split_tensors(root: str | os.PathLike, stem: str,
+                  decode: Callable[[], dict[str, np.ndarray]],
+                  describe: Callable[[dict[str, np.ndarray]], dict], cache: bool = True
+                  ) -> dict[str, torch.Tensor]:
+    """The four split arrays of ``decode()`` as tensors (labels int64), through the cache entry
+    ``<root>/.cache/<stem>`` (images memory-mapped, labels read) when ``cache``; shared by
+    ``cached_splits`` and the converted datasets (``lmcpipe.data.converted``), which key their
+    entries differently."""
     if cache:
-        key = file_key(sources, salt=f"{dataset}\0v{FORMAT}")
-        arrays, _ = cached_arrays(
-            cache_dir(root), f"{dataset}-{key}", decode,
-            describe=lambda a: _describe(dataset, sources, a),
-            mmap={"train_y": False, "test_y": False})
+        arrays, _ = cached_arrays(cache_dir(root), stem, decode, describe=describe,
+                                  mmap={"train_y": False, "test_y": False})
     else:
         arrays = decode()
     return {k: torch.from_numpy(a.astype(np.int64) if k.endswith("_y") else a)

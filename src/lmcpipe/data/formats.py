@@ -20,10 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from lmcpipe.data import cifar, idx, imagefolder
+from lmcpipe.data import cifar, converted, idx, imagefolder, userfolder
 from lmcpipe.data.registry import DATASETS
 
-FORMATS: dict[str, ModuleType] = {"idx": idx, "cifar": cifar, "imagefolder": imagefolder}
+FORMATS: dict[str, ModuleType] = {"idx": idx, "cifar": cifar, "imagefolder": imagefolder,
+                                  "userfolder": userfolder, "converted": converted}
 
 
 def of(dataset: str) -> ModuleType:
@@ -33,7 +34,7 @@ def of(dataset: str) -> ModuleType:
 
 def source(dataset: str, root: str | Path) -> Path | None:
     """The folder ``dataset`` is read from (every format reads its files from one folder:
-    the IDX files', the CIFAR pickles', ImageNet's ``train``/``val`` parent); None when the
-    dataset is not on disk."""
+    the IDX files', the CIFAR pickles', an image folder's ``train``/``val`` parent, a torchvision
+    set's); None when the dataset is not on disk or is made by code (a ``UserDataset``)."""
     found = of(dataset).files(dataset, root)
-    return None if found is None else Path(found[0]).parent
+    return Path(found[0]).parent if found else None

@@ -15,7 +15,9 @@ job then memory-maps it, and a training step reads only its batch's rows from th
 The key hashes the file list with sizes and modification times, so an edited folder is decoded
 again.
 
-Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>`` (``locate``).
+Expected layout under a data root: ``<root>/imagenet/{train,val}/<class>/<image>`` (``locate``);
+a user's folder (``imagefolder:<path>``, ``lmcpipe.data.userfolder``) is read by the same
+functions. Listing a split's files and classes is ``lmcpipe.data.folders.list_images``.
 
 A format module of ``lmcpipe.data.formats``: the path functions run at every Snakemake start, so
 PIL, numpy, torch and the cache are imported inside the functions that decode.
@@ -31,13 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmcpipe import atomic
-from lmcpipe.data.registry import DataError
+from lmcpipe.data.base import DataError, one_line
+from lmcpipe.data.folders import list_images
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared case-insensitively (ImageNet uses .JPEG)
 FOLDER = "imagenet"
 SPLITS = ("train", "val")
 
@@ -46,28 +48,6 @@ def locate(root: str | Path) -> Path | None:
     """``<root>/imagenet`` when it has both a ``train`` and a ``val`` folder."""
     directory = Path(root) / FOLDER
     return directory if all((directory / s).is_dir() for s in SPLITS) else None
-
-
-def list_images(directory: str | Path) -> tuple[list[Path], list[int], list[str]]:
-    """Image files, their class indices and the sorted class names of a split folder."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"{directory}: image folder missing (expected <class>/<image> "
-                        "sub-folders)")
-    classes = sorted(p.name for p in directory.iterdir()
-                     if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{directory}: no class folders (expected <class>/<image>)")
-    files, labels = [], []
-    for index, name in enumerate(classes):
-        images = sorted(p for p in (directory / name).iterdir()
-                        if p.is_file() and p.suffix.lower() in EXTENSIONS)
-        if not images:
-            raise DataError(f"{directory / name}: class folder holds no "
-                            f"{'/'.join(EXTENSIONS)} images")
-        files += images
-        labels += [index] * len(images)
-    return files, labels, classes
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
@@ -89,7 +69,8 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             img = img.crop((left, top, left + size, top + size))
             array = np.asarray(img, dtype=np.uint8)
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBomb...
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {one_line(e)}); "
+                        "replace or remove the file") from e
     return array
 
 

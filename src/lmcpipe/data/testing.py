@@ -15,6 +15,7 @@ from PIL import Image
 
 from lmcpipe.data.cifar import ROW, SIDE, layout_for
 from lmcpipe.data.imagefolder import SPLITS
+from lmcpipe.data.torchvision_sets import TORCHVISION
 
 
 # --- IDX (MNIST-style) -----------------------------------------------------------------------
@@ -158,3 +159,19 @@ def write_imagefolder(root: str | Path, n_classes: int, per_class: int, size: in
                 else:
                     img.convert("RGBA").save(stem.with_suffix(".png"), "PNG")
     return root
+
+
+# --- torchvision's own layout ----------------------------------------------------------------
+def write_torchvision_mnist(data_root: str | Path, name: str,
+                            train: tuple[np.ndarray, np.ndarray],
+                            test: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Write an MNIST-style torchvision set (``MNIST``, ``FashionMNIST``, ``KMNIST``) as
+    torchvision keeps it after a download: the four extracted IDX files under
+    ``<data_root>/torchvision/<name>/raw/``, which torchvision's own class then reads
+    (``torchvision:<name>``). ``train``/``test``: (uint8 images (N, 28, 28), labels). Returns
+    the ``raw`` folder."""
+    paths = [Path(data_root) / "torchvision" / f for f in TORCHVISION[name].files]
+    for path, array in zip(paths, (*train, *test), strict=True):  # train x, y, then test
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_idx(np.asarray(array, dtype=np.uint8), path)
+    return paths[0].parent
