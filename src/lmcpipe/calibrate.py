@@ -111,7 +111,7 @@ def synthetic(hp: TrainHParams, n: int, device):
     y = torch.randint(0, info.num_classes, (n,), generator=gen)
     channels = 1 if info.format == "idx" else shape[0]
     mean, std = torch.full((channels,), 0.5), torch.full((channels,), 0.25)
-    if info.format == "imagefolder":
+    if info.image_folder:
         x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
     else:
         x = torch.randn((n, *shape), generator=gen)
@@ -178,8 +178,9 @@ def _measure_step(hp: TrainHParams, stack: int, device, threads: int,
                                    warmup_steps=0, schedule="step", repel_lambda=0.0)
         dataset = synthetic(hp, max(2 * hp.batch_size, 256), device)
         start = models.build_initialised(hp.model, hp.dataset, "calibrate", 0,
-                                         bias=hp.bias_init).state_dict()
-        template = models.build(hp.model, hp.dataset)
+                                         bias=hp.bias_init, init=hp.model_init,
+                                         image_size=hp.image_size).state_dict()
+        template = models.build(hp.model, hp.dataset, hp.image_size)
 
         def run(steps: int) -> None:
             h = dataclasses.replace(base, steps=steps)
@@ -212,7 +213,8 @@ def _measure_eval(hp: TrainHParams, device, threads: int, deterministic: bool) -
     from lmcpipe.evaluate import evaluate
 
     with numerics(hp.precision, deterministic, threads):
-        model = models.build_initialised(hp.model, hp.dataset, "calibrate", 0).to(device)
+        model = models.build_initialised(hp.model, hp.dataset, "calibrate", 0,
+                                         image_size=hp.image_size).to(device)
         small = synthetic(hp, 64, device)
         now = clock(device, threads)
 
@@ -361,7 +363,7 @@ def load_seconds(hp: TrainHParams, device) -> tuple[float, int, int] | None:
     from lmcpipe import data
     from lmcpipe.data.registry import DATASETS
 
-    if DATASETS[hp.dataset].format == "imagefolder" or data.find(hp.dataset, hp.data_root) is None:
+    if DATASETS[hp.dataset].image_folder or data.find(hp.dataset, hp.data_root) is None:
         return None
     try:
         with contextlib.redirect_stderr(io.StringIO()):

@@ -65,6 +65,10 @@ class TrainHParams:
     # examples per forward/backward; 0: the whole batch when it fits the device, else the largest
     # divisor that does (lmcpipe.memory). Added after results existed: see ``ADDED_LATER``.
     micro_batch: int = field(default=0, metadata={ADDED_LATER: True})
+    # lmcpipe's seeded init, or "own": the network's own, seeded (lmcpipe.models.MODEL_INITS)
+    model_init: str = field(default="lmcpipe", metadata={ADDED_LATER: True})
+    # the batch augmentation (lmcpipe.augment.AUGMENTATIONS); "": the dataset's own
+    augment: str = field(default="", metadata={ADDED_LATER: True})
 
     def lr_at(self, step: int) -> float:
         """Learning rate of iteration ``step`` (0-based): the schedule times open_lth's linear
@@ -172,7 +176,8 @@ def experiment_from_config(name: str, exp: dict[str, Any], data_root: str) -> Ex
     """Build an Experiment from one validated (defaults filled) config entry."""
     train = _coerce(
         TrainHParams,
-        {**exp["train"], "model": exp["model"], "dataset": exp["dataset"], "data_root": data_root},
+        {**exp["train"], "model": exp["model"], "dataset": exp["dataset"], "data_root": data_root,
+         "model_init": exp.get("model_init", "lmcpipe")},
     )
     return Experiment(
         name=name,

@@ -204,7 +204,7 @@ def interpolate_files(hp: TrainHParams, ip: InterpHParams, pairs: list[dict[str,
     for pair in pairs:
         provenance.discard_record(pair["out"])
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
-    model = models.build(hp.model, hp.dataset).to(device)
+    model = models.build(hp.model, hp.dataset, hp.image_size).to(device)
     for pair in pairs:
         began = time.perf_counter()
         a, b = ({k: v.to(device) for k, v in atomic.load_torch(pair[c])["state_dict"].items()}

@@ -177,7 +177,7 @@ def trace(model: str, dataset: str, batch: int, precision: str = "fp32", image_s
     shape = Workload(model, dataset, batch, image_size=image_size).input_shape
     k = 1 if route == "solo" else 2
     with torch.device("meta"):
-        net = models.build(model, dataset)
+        net = models.build(model, dataset, image_size)
         param_bytes = sum(t.numel() * 4 for t in (*net.parameters(), *net.buffers())
                           if t.is_floating_point())
         cast = sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear | nn.Conv2d))
@@ -251,7 +251,7 @@ def dataset_bytes(dataset: str) -> int:
     """The dataset tensors a job holds on the device, from the nominal sizes: MNIST-style and
     CIFAR sets whole (fp32 images, int64 labels); none for image folders (host-resident)."""
     info = DATASETS[dataset]
-    if info.format == "imagefolder":
+    if info.image_folder:
         return 0
     n = info.train_size + TEST_SIZES.get(dataset, info.train_size // 5)
     return n * (math.prod(info.input_shape) * 4 + 8)

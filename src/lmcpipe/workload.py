@@ -152,7 +152,7 @@ def _trace(model: str, dataset: str, batch_size: int, precision: str, image_size
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     with torch.device("meta"):
-        net = models.build(model, dataset).to(dtype)
+        net = models.build(model, dataset, image_size).to(dtype)
         x = torch.empty((batch_size, *_input_shape(dataset, image_size)), dtype=dtype)
         y = torch.randint(0, DATASETS[dataset].num_classes, (batch_size,))
     params = sum(p.numel() for p in net.parameters())

@@ -13,7 +13,10 @@ import importlib
 
 NAMES = ("lenet_300_100", "resnet20", "vgg16", "vgg16_nobias", "resnet50", "inceptionv3")
 BIAS_INITS = ("uniform", "zero")
-_FROM_REGISTRY = ("REGISTRY", "PrunableModel", "build", "build_initialised", "initialise")
+# how a network's weights are first drawn: lmcpipe's seeded init, or the network's own (seeded)
+MODEL_INITS = ("lmcpipe", "own")
+_FROM_REGISTRY = ("REGISTRY", "PrunableModel", "build", "build_initialised", "initialise",
+                  "input_shape")
 
 
 def __getattr__(name: str) -> object:
@@ -22,4 +25,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'lmcpipe.models' has no attribute '{name}'")
 
 
-__all__ = ["BIAS_INITS", "NAMES", *_FROM_REGISTRY]
+__all__ = ["BIAS_INITS", "MODEL_INITS", "NAMES", *_FROM_REGISTRY]

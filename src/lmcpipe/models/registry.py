@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from lmcpipe.data.registry import DATASETS
+from lmcpipe.models import spec as specs
+from lmcpipe.models import user
 from lmcpipe.models.base import PrunableModel
 from lmcpipe.models.imagenet import InceptionV3, ResNet50
 from lmcpipe.models.lenet import LeNet300100
 from lmcpipe.models.resnet_cifar import ResNet20
 from lmcpipe.models.vgg import VGG16, VGG16NoBias
-from lmcpipe.seeds import generator
+from lmcpipe.seeds import derive_seed, generator
 
 REGISTRY: dict[str, type[PrunableModel]] = {  # the keys are lmcpipe.models.NAMES
     "lenet_300_100": LeNet300100,
@@ -29,15 +31,25 @@ REGISTRY: dict[str, type[PrunableModel]] = {  # the keys are lmcpipe.models.NAME
 }
 
 
-def build(name: str, dataset: str) -> PrunableModel:
-    """An uninitialised-by-us model of the named architecture for the dataset's input shape."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model '{name}' (known: {', '.join(REGISTRY)})")
-    info = DATASETS[dataset]
-    return REGISTRY[name](input_shape=info.input_shape, num_classes=info.num_classes)
+def input_shape(dataset: str, image_size: int = 0) -> tuple[int, ...]:
+    """The shape of one input: the dataset's, at ``image_size`` px when given (image folders)."""
+    shape = DATASETS[dataset].input_shape
+    return (shape[0], image_size, image_size) if image_size else shape
 
 
-from lmcpipe.models import BIAS_INITS, NAMES  # noqa: E402  (torch-free facts)
+def build(spec: str, dataset: str, image_size: int = 0) -> PrunableModel:
+    """An uninitialised-by-us model of ``spec`` for the dataset's input shape and classes.
+
+    ``spec``: one of lmcpipe's networks (``REGISTRY``), or a network it does not ship with its
+    arguments (``models.user``: an import path, an entry point, ``torchvision:<name>``)."""
+    name, args = specs.split_spec(spec)
+    shape, classes = input_shape(dataset, image_size), DATASETS[dataset].num_classes
+    if specs.is_user(name):
+        return user.build_user(name, shape, classes, args)
+    return REGISTRY[name](input_shape=shape, num_classes=classes)
+
+
+from lmcpipe.models import BIAS_INITS, MODEL_INITS, NAMES  # noqa: E402  (torch-free facts)
 
 assert tuple(REGISTRY) == NAMES, "lmcpipe.models.NAMES and the registry disagree"
 
@@ -69,8 +81,18 @@ def initialise(model: nn.Module, *parts: object, bias: str = "uniform") -> nn.Mo
     return model
 
 
-def build_initialised(name: str, dataset: str, *seed_parts: object,
-                      bias: str = "uniform") -> PrunableModel:
-    return initialise(build(name, dataset), *seed_parts, bias=bias)  # type: ignore[return-value]
+def build_initialised(spec: str, dataset: str, *seed_parts: object, bias: str = "uniform",
+                      init: str = "lmcpipe", image_size: int = 0) -> PrunableModel:
+    """A model of ``spec`` initialised from ``seed_parts``: lmcpipe's seeded init
+    (``initialise``), or with ``init="own"`` the network's own initialisation run with torch's
+    global generator seeded from them (restored afterwards), so a user's init is seeded too."""
+    if init not in MODEL_INITS:
+        raise ValueError(f"unknown model init '{init}' (known: {', '.join(MODEL_INITS)})")
+    if init == "own":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed("init", *seed_parts))
+            return build(spec, dataset, image_size)
+    return initialise(build(spec, dataset, image_size), *seed_parts,  # type: ignore[return-value]
+                      bias=bias)
 
 

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     dataset = data.load(hp.dataset, hp.data_root, device, hp.image_size)
     record = atomic.load_torch(args.model)  # read once: weights and the frozen count
-    model = models.build(hp.model, hp.dataset)
+    model = models.build(hp.model, hp.dataset, hp.image_size)
     model.load_state_dict(record["state_dict"])
     row = curvature.curvature_row(model, dataset, masks.load(args.mask), ap, hp.batch_size,
                                   args.fraction, args.seed, args.k, args.level, args.counting,

@@ -25,5 +25,6 @@ def main(args: argparse.Namespace) -> None:
     from lmcpipe.training.checkpoint import model_record
 
     hp = args.hparams
-    model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init)
+    model = models.build_initialised(hp.model, hp.dataset, args.seed, bias=hp.bias_init,
+                                     init=hp.model_init, image_size=hp.image_size)
     atomic.save_torch(model_record(model, hp.model, 0), args.out)

@@ -64,7 +64,7 @@ def model_record(model: PrunableModel, name: str, step: int) -> dict:
 def load_model(hp: TrainHParams, path: str) -> tuple[PrunableModel, int]:
     """A network of ``hp.model`` with the weights of a model artifact, and its step."""
     record = atomic.load_torch(path)
-    model = models.build(hp.model, hp.dataset)
+    model = models.build(hp.model, hp.dataset, hp.image_size)
     model.load_state_dict(record["state_dict"])
     return model, record["step"]
 
@@ -92,4 +92,5 @@ def start_model(hp: TrainHParams, start: str | None, seed: int, start_step: int,
     if start:
         return load_model(hp, start)[0]
     return models.build_initialised(hp.model, hp.dataset, "reinit", seed, start_step, level,
-                                    bias=hp.bias_init)
+                                    bias=hp.bias_init, init=hp.model_init,
+                                    image_size=hp.image_size)

@@ -112,7 +112,7 @@ def _train_chunk(hp: TrainHParams, seed: int, start_step: int, level: int,
               for i in chunk]
     key = hashlib.sha256(json.dumps([prints[i] for i in chunk]).encode()).hexdigest()
     finals, rows = stacked.train_stacked(
-        hp, models.build(hp.model, hp.dataset), starts, dataset,
+        hp, models.build(hp.model, hp.dataset, hp.image_size), starts, dataset,
         [(members[i].order, members[i].copy) for i in chunk],
         [masks.load(members[i].mask or None) for i in chunk], start_step=start_step,
         resume_path=paths.stack_resume_file(members[chunk[0]].model_out), fingerprint=key,
@@ -181,7 +181,7 @@ def train_cohort(hp: TrainHParams, seed: int, start_step: int, level: int,
 def write_members(hp: TrainHParams, members: list[Member],
                   results: list[tuple[dict[str, torch.Tensor], list[dict]]]) -> None:
     """Every member's model.pt and metrics.csv, then the partial files go."""
-    template = models.build(hp.model, hp.dataset)
+    template = models.build(hp.model, hp.dataset, hp.image_size)
     for m, (state, rows) in zip(members, results, strict=True):
         template.load_state_dict(state)
         csvfiles.save_rows(rows, METRIC_COLUMNS, m.metrics_out)

@@ -72,7 +72,7 @@ class Streams:
         self.x, self.y, self.device = dataset.train_x, dataset.train_y, dataset.device
         self.n, self.batch_size = len(self.x), hp.batch_size
         self.per_epoch = math.ceil(self.n / self.batch_size)
-        name = data.DATASETS[hp.dataset].augment
+        name = hp.augment or data.DATASETS[hp.dataset].augment
         self.augment = None if name == "none" else augment.AUGMENTATIONS[name]
         self.fill = dataset.fill  # computed once, not per step
         keys = [augment.stream_key(o, c) for o, c in self.streams]

@@ -1,0 +1,36 @@
+"""A network's name as stages get it: lmcpipe's own, or another's with its arguments.
+
+Torch-free, as ``lmcpipe.models`` is: the config check and the Snakemake rules use it at every
+start. ``TrainHParams.model`` holds the name and, for a network lmcpipe does not ship, its
+``model_args`` as canonical JSON (``mypkg.nets:SmallCNN{"width":32}``), so that every cache keyed
+by the model's name (memory traces, cost tables, calibrations) tells two widths apart, and the
+tables' ``model`` column says which network and arguments trained a run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lmcpipe.models import NAMES
+
+TORCHVISION = "torchvision:"  # torchvision's classification networks by name
+GROUP = "lmcpipe.models"  # the entry-point group a package registers its networks in
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``("mypkg.nets:SmallCNN", {"width": 32})`` of ``mypkg.nets:SmallCNN{"width":32}``."""
+    name, brace, rest = spec.partition("{")
+    return name, json.loads(brace + rest) if brace else {}
+
+
+def join_spec(name: str, args: dict[str, Any]) -> str:
+    """The inverse of ``split_spec``: the name, and its arguments when there are any."""
+    if not args:
+        return name
+    return name + json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
+def is_user(name: str) -> bool:
+    """Whether a (split) model name is not one of lmcpipe's own networks."""
+    return name not in NAMES
