@@ -59,9 +59,10 @@ def test_every_registered_model_is_covered():
     assert set(SMOKE) == set(REGISTRY) == set(PARAMS) == set(EXCLUDED)
 
 
-def test_schema_model_enum_lists_the_registry():
+def test_schema_model_description_lists_the_registry():
     schema = yaml.safe_load(config.SCHEMA.read_text())
-    assert schema["$defs"]["experiment"]["properties"]["model"]["enum"] == list(REGISTRY)
+    described = schema["$defs"]["experiment"]["properties"]["model"]["description"]
+    assert [n for n in REGISTRY if n in described] == list(REGISTRY)
 
 
 @pytest.mark.parametrize("name", list(SMOKE))

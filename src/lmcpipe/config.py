@@ -22,12 +22,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from lmcpipe import config_inputs as inputs
 from lmcpipe import paths
+from lmcpipe.config_inputs import Refused as _Refused
 from lmcpipe.costs import cluster_numbers
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.figures.registry import FIGURES
 from lmcpipe.hparams import Experiment, experiment_from_config
-from lmcpipe.models import NAMES as MODELS
 
 # The schema ships inside the package (package data), so an installed lmcpipe validates configs
 # too; workflow/schemas/config.schema.yaml, where Snakemake workflows keep theirs, links to it.
@@ -124,14 +125,6 @@ MAX_STEPS = 10**9  # iterations: ~4700 times paper A's longest run (Inception-v3
 MAX_SWEEP = 1000  # members of one sweep, each an experiment of its own
 MAX_RUNS = 100_000  # trained runs of one experiment (shipped: at most 7452, vgg16)
 MAX_RUNS_IN_ALL = 1_000_000  # of the whole config (shipped config.yaml: 39588)
-
-
-class _Refused(Exception):
-    """A cross-field check of one experiment failed at ``key`` (dotted, inside it)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key, self.message = key, message
 
 
 def _to_iterations(exp: dict[str, Any]) -> None:
@@ -256,7 +249,7 @@ def validate_with_sweeps(config: dict[str, Any], schema_path: str | Path = SCHEM
         # YAML anchors share dicts between experiments: give each its own before converting
         exp = config["experiments"][name] = copy.deepcopy(config["experiments"][name])
         try:
-            _check_experiment(exp)
+            _check_experiment(exp, data_root)
             experiments[name] = experiment_from_config(name, exp, data_root)
             runs = planned_runs(experiments[name])
             if runs > MAX_RUNS:
@@ -309,14 +302,11 @@ def _refusal(name: str, refused: _Refused, sweeps: dict[str, dict[str, dict[str,
         f"{refused.message}"
 
 
-def _check_experiment(exp: dict[str, Any]) -> None:
+def _check_experiment(exp: dict[str, Any], data_root: str) -> None:
     """The cross-field checks of one experiment (defaults filled in); its steps become
     iterations. Raises _Refused naming the key."""
-    if exp["model"] not in MODELS:
-        raise _Refused("model", f"unknown network '{exp['model']}'")
-    dataset = DATASETS.get(exp["dataset"])
-    if dataset is None:
-        raise _Refused("dataset", f"unknown dataset '{exp['dataset']}'")
+    dataset = inputs.dataset(exp, data_root)
+    inputs.network(exp, dataset)
     train = exp["train"]
     if train["batch_size"] > dataset.train_size:
         raise _Refused("train.batch_size", f"{train['batch_size']} is more than the "
@@ -328,7 +318,7 @@ def _check_experiment(exp: dict[str, Any]) -> None:
                        f"{train['batch_size']} (use a divisor of it, or 0 to let lmcpipe choose)")
     _to_iterations(exp)
     steps = train["steps"]
-    if train["image_size"] and dataset.format != "imagefolder":
+    if train["image_size"] and not dataset.image_folder:
         raise _Refused("train.image_size", f"only for image folders, not {exp['dataset']}")
     if steps < 1:
         raise _Refused("train.steps", "must be at least 1 iteration")
