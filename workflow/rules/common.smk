@@ -52,9 +52,20 @@ ENV = "../envs/lmcpipe.yaml"
 
 def code_of(stage):
     """Code version of the `lmcpipe <stage>` that jobs run: a hash of lmcpipe/stages/<stage>.py
-    and of every lmcpipe module it imports. As a param, editing that code reruns the jobs that
-    run it (and, through file times, what reads their outputs) and nothing else."""
-    return codever.version(f"stages.{stage.replace('-', '_')}")
+    and of every lmcpipe module it imports, and, for an experiment on a network or dataset of
+    the user's, of the user's sources that stage runs (codever.user_version). As a param,
+    editing that code reruns the jobs that run it (and, through file times, what reads their
+    outputs) and nothing else."""
+    stage_module = f"stages.{stage.replace('-', '_')}"
+    base = codever.version(stage_module)
+
+    def of(wildcards):
+        exp = EXPERIMENTS.get(wildcards.get("exp", ""))
+        if exp is None:
+            return base
+        return base + codever.user_version(stage_module, exp.train.model, exp.train.dataset)
+
+    return of
 
 
 def exp_of(wildcards):
@@ -98,6 +109,11 @@ def dataset_files(wildcards):
             _WARNED_PARTIAL.add((hp.dataset, hp.data_root))
             logger.warning(f"experiments.{wildcards.exp}.dataset: {why}")
         return [str(f) for f in files]
+    if DATASETS[hp.dataset].format == "converted":
+        # torchvision's sets (and a user's own code): fetched and converted by the first job
+        # that reads them, under a lock; offline, the config check has already said where to
+        # put the files
+        return []
     targets = download_outputs(hp.data_root, hp.dataset)  # rule download fetches them
     if workflow.dryrun:
         if (hp.dataset, hp.data_root) not in _WARNED_MISSING:
