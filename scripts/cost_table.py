@@ -143,7 +143,7 @@ def synthetic(dataset: str, image_size: int, n: int) -> data.Data:
     gen = torch.Generator().manual_seed(0)
     classes = data.DATASETS[dataset].num_classes
     ys = [torch.randint(0, classes, (m,), generator=gen) for m in (n, 16)]
-    if data.DATASETS[dataset].format == "imagefolder":
+    if data.DATASETS[dataset].image_folder:
         xs = [torch.randint(0, 256, (m, *shape), generator=gen, dtype=torch.uint8)
               for m in (n, 16)]
         mean, std = torch.full((shape[0],), 0.45), torch.full((shape[0],), 0.25)

@@ -48,6 +48,7 @@ import yaml
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.errors import InputError
 from lmcpipe.hparams import AnalysisHParams, InterpHParams, TrainHParams
+from lmcpipe.models.spec import is_user, split_spec
 
 TABLE_PATH = Path(__file__).with_name("costs.yaml")
 MARGIN = 1.5  # cluster.runtime_margin's default: estimates x 1.5
@@ -116,6 +117,8 @@ class Costs:
         self.table = shipped() if table is None else table
         self.margin = margin
         self.overrides = dict(overrides or {})
+        # entries derived for networks the table lacks (costs_traced), per (network, dataset)
+        self._derived: dict[tuple[str, str], dict[str, Any]] = {}
 
     @classmethod
     def of_cluster(cls, cluster: Mapping[str, Any]) -> Costs:
@@ -130,19 +133,30 @@ class Costs:
                 found |= set(rows)
         return sorted(found)
 
-    def network(self, network: str) -> dict[str, Any]:
+    def network(self, network: str, dataset: str = "") -> dict[str, Any]:
+        """The table's entry of ``network``; for a network lmcpipe does not ship, given the
+        ``dataset`` it trains on, one derived from its traced work (``costs_traced``)."""
         entry = self.table["networks"].get(network)
+        if entry is None and dataset and is_user(split_spec(network)[0]):
+            from lmcpipe.costs_traced import REFERENCES, derived_entry
+
+            key = (network, dataset)
+            if key not in self._derived:
+                refs = {n: self.table["networks"][n] for n in REFERENCES
+                        if n in self.table["networks"]}
+                self._derived[key] = derived_entry(network, dataset, refs)
+            return self._derived[key]
         if entry is None:
             raise InputError(f"cluster.costs: the cost table has no network '{network}'; give "
                              f"its figures as cluster.costs.{network}.<precision>.<device> "
                              "(seconds per member-step) or add it to scripts/cost_table.py")
         return entry
 
-    def figure(self, network: str, precision: str, device: str) -> Figure:
+    def figure(self, network: str, precision: str, device: str, dataset: str = "") -> Figure:
         """The figure of (network, precision, device): a site's override first, then the
         shipped table; a precision the table lacks falls back to fp32, a device class to
         ``unknown``."""
-        rows = self.network(network)["seconds"]
+        rows = self.network(network, dataset)["seconds"]
         precision = precision if precision in rows else "fp32"
         shipped_row = rows[precision].get(device) or rows[precision]["unknown"]
         site = self.overrides.get(network, {}).get(precision, {}).get(device)
@@ -155,12 +169,12 @@ class Costs:
         return Figure(float(site), int(shipped_row["batch"]), 0.0, f"site: {where}")
 
     def step_seconds(self, network: str, precision: str, device: str, batch: int,
-                     image_size: int = 0) -> tuple[float, str]:
+                     image_size: int = 0, dataset: str = "") -> tuple[float, str]:
         """Seconds per member-step of ``network`` at ``batch`` (and ``image_size``, 0: the
         dataset's), and the figure's source. A larger image than the figure's scales the
         per-example part by the pixel count (a smaller one keeps the figure: errs long)."""
-        entry = self.network(network)
-        fig = self.figure(network, precision, device)
+        entry = self.network(network, dataset)
+        fig = self.figure(network, precision, device, dataset)
         s = fig.at(batch)
         ref = entry.get("image_size") or DATASETS[entry["dataset"]].input_shape[-1]
         size = image_size or DATASETS[entry["dataset"]].input_shape[-1]
@@ -174,8 +188,9 @@ class Costs:
                  if work.loads_data else self.table["no_data_job_minutes"])
         if not work.member_steps and not work.eval_examples:
             return float(fixed)
-        s, _ = self.step_seconds(hp.model, hp.precision, device, hp.batch_size, hp.image_size)
-        ratio = self.network(hp.model)["eval_ratio"]
+        s, _ = self.step_seconds(hp.model, hp.precision, device, hp.batch_size, hp.image_size,
+                                 hp.dataset)
+        ratio = self.network(hp.model, hp.dataset)["eval_ratio"]
         seconds = work.member_steps * s + work.eval_examples * s / hp.batch_size * ratio
         return seconds * self.margin / 60 + fixed
 
@@ -194,7 +209,7 @@ class Costs:
           chunk of up to 5 000 examples. On a GPU these live on the device
           (``lmcpipe.training.cohort.default_stack`` sizes them there).
         """
-        entry = self.network(hp.model)
+        entry = self.network(hp.model, hp.dataset)
         params = entry["params"]
         total = BASE_BYTES["cpu" if device == "cpu" else "gpu"] + work.states * params * 4
         if work.loads_data:
@@ -202,7 +217,7 @@ class Costs:
             shape = info.input_shape
             pixels = math.prod(shape) if not hp.image_size else (
                 shape[0] * hp.image_size * hp.image_size)
-            if info.format == "imagefolder":
+            if info.image_folder:
                 total += 4 * hp.batch_size * pixels * (5 if device == "cpu" else 1)
             else:
                 test = self.table["datasets"].get(hp.dataset, {}).get("test_examples", 0)

@@ -187,7 +187,7 @@ def table_seconds(hp: TrainHParams, spec: DeviceSpec) -> tuple[float, str] | Non
         table = costs.Costs()
         device = costs.device_class(True, spec.key, table.devices())
         seconds, source = table.step_seconds(hp.model, hp.precision, device, hp.batch_size,
-                                             hp.image_size)
+                                             hp.image_size, hp.dataset)
     except Exception:  # no table shipped yet, or a network it lacks: the roofline instead
         return None
     kind = (source or "").split(":")[0].strip() or "figure"

@@ -170,7 +170,7 @@ def _report_resume(exp, groups):
     w = _Where(exp=exp.name, seed=seed, k=k, level=level)
     device = _device(job, w)
     s, _ = COSTS.step_seconds(exp.train.model, exp.train.precision, device,
-                              exp.train.batch_size, exp.train.image_size)
+                              exp.train.batch_size, exp.train.image_size, exp.train.dataset)
     members = len(_cohort_of(w, kind)[2]) if job == "cohort" else 1
     stack = members if device != "cpu" else (resources_of(w)["stack"] or 1)
     between = exp.train.checkpoint_every * s * min(stack, members) * COSTS.margin / 60
