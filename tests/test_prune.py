@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lmcpipe import atomic, cli, masks, models
+from lmcpipe.errors import InputError
 from lmcpipe.training.checkpoint import model_record
 
 FRACTION = 0.2
@@ -183,7 +184,7 @@ def test_open_lth_counting_removes_ties_and_ignores_pruned_weights():
     before = {"a": torch.tensor([False, True, True, True, True])}
     got = masks.magnitude_prune(w, before, 0.25, "open_lth")
     assert got["a"].tolist() == [False, False, False, False, True]
-    with pytest.raises(ValueError, match="cannot prune"):
+    with pytest.raises(InputError, match="cannot prune"):
         masks.magnitude_prune(w, got, 0.5, "open_lth", frozen=3)
 
 

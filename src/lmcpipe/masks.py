@@ -11,6 +11,7 @@ import math
 import torch
 
 from lmcpipe import atomic
+from lmcpipe.errors import InputError
 from lmcpipe.hparams import DENSITY_OF
 from lmcpipe.seeds import generator
 
@@ -82,7 +83,10 @@ def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask | None, fractio
     if counting == "open_lth":
         n_prune = math.ceil(fraction * (remaining + frozen))
         if n_prune >= remaining:
-            raise ValueError(f"cannot prune {n_prune + 1} of the {remaining} remaining weights")
+            raise InputError(f"cannot prune {n_prune + 1} of the {remaining} remaining weights: "
+                             f"prune.counting open_lth counts the {frozen} never-pruned weights "
+                             "too (lower prune.fraction or prune.levels, or use counting: "
+                             "prunable)")
         threshold = torch.sort(scores[keep]).values[n_prune]
         new_keep = keep & (scores > threshold)
     else:
