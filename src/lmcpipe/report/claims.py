@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from lmcpipe.config import iterations
+from lmcpipe.models.spec import is_user, split_spec
 from lmcpipe.report import measures
 
 HOLDS, FAILS, NOT_RUN, NOT_COMPARABLE = "holds", "does not hold", "not run", "not comparable"
@@ -173,9 +174,28 @@ def judge(claim: Claim, subject: Subject, tables: measures.Tables) -> Row:
 
 def judge_all(subject: Subject, tables: measures.Tables,
               claims: list[Claim] | None = None) -> list[Row]:
-    """Every claim that applies to the subject's network and scope, judged."""
-    return [judge(c, subject, tables) for c in (claims if claims is not None else load())
-            if c.applies_to(subject.model, subject.scope)]
+    """Every claim that applies to the subject's network and scope, judged.
+
+    An experiment on a network lmcpipe does not ship (``models.spec.is_user``) is judged on
+    the general claims as any other, and on the claims about the papers' own networks too,
+    each "not comparable" (or "not run", when the tables lack what it measures): a reader sees
+    what the paper said of its networks next to what the rule gives on this one, never a
+    "holds" for another network."""
+    foreign = is_user(split_spec(subject.model)[0])
+    rows = []
+    for c in claims if claims is not None else load():
+        if c.applies_to(subject.model, subject.scope):
+            rows.append(judge(c, subject, tables))
+        elif foreign and c.scope == subject.scope:
+            row = judge(c, subject, tables)
+            if row.verdict != NOT_RUN:
+                said = row.reason if row.verdict == NOT_COMPARABLE else \
+                    f"on these numbers the rule would say: {row.verdict} ({row.reason})"
+                row = Row(c, NOT_COMPARABLE, f"a claim about the paper's "
+                          f"{', '.join(c.models)}; this experiment trains {subject.model}. "
+                          f"{said[:1].upper()}{said[1:]}", row.value)
+            rows.append(row)
+    return rows
 
 
 def counts(rows: list[Row]) -> dict[str, int]:
