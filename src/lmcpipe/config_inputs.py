@@ -99,8 +99,8 @@ def _levels_fit(prune: dict[str, Any], prunable: int, frozen: int, name: str) ->
     for level in range(1, prune["levels"] + 1):
         n = math.ceil(prune["fraction"] * (remaining + frozen))
         if n >= remaining:
-            raise Refused("prune.levels", f"level {level} would prune {n + 1} of the "
-                          f"{remaining} prunable weights left of {name}: counting open_lth "
+            raise Refused("prune.levels", f"level {level} would prune {n + 1:,} of the "
+                          f"{remaining:,} prunable weights left of {name}: counting open_lth "
                           f"counts its {frozen:,} never-pruned weights too (lower "
                           "prune.fraction or prune.levels, or use prune.counting: prunable)")
         remaining -= n + 1

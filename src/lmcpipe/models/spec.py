@@ -3,8 +3,8 @@
 Torch-free, as ``lmcpipe.models`` is: the config check and the Snakemake rules use it at every
 start. ``TrainHParams.model`` holds the name and, for a network lmcpipe does not ship, its
 ``model_args`` as canonical JSON (``mypkg.nets:SmallCNN{"width":32}``), so that every cache keyed
-by the model's name (memory traces, cost tables, calibrations) tells two widths apart, and the
-tables' ``model`` column says which network and arguments trained a run.
+by the model's name (memory traces, cost tables, calibrations) tells two widths apart, and each
+run's ``model.pt`` record and the report page say which network and arguments trained it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ parameter names unchanged.
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import cache
 from typing import Any, NamedTuple
@@ -81,14 +82,19 @@ def build_user(name: str, input_shape: tuple[int, ...], num_classes: int,
     one line when it cannot be built or is not a Module."""
     make = _constructor(name)
     if not callable(make):
-        raise PluginError(f"network '{name}' is a {type(make).__name__}, not a torch.nn.Module "
-                          "class or a function returning one")
-    try:
-        model = make(input_shape=tuple(input_shape), num_classes=num_classes, **args)
-    except TypeError as e:  # a model_args key it does not take, or a missing one
+        raise PluginError(f"network '{name}' is of type {type(make).__name__}, not a "
+                          "torch.nn.Module class or a function returning one")
+    given = {"input_shape": tuple(input_shape), "num_classes": num_classes, **args}
+    try:  # a model_args key it does not take, or one it needs and lacks
+        inspect.signature(make).bind(**given)
+    except TypeError as e:
         raise PluginError(f"network '{name}' cannot be built with input_shape, num_classes"
                           f"{', ' + ', '.join(args) if args else ''}: {e} (check model_args)"
                           ) from None
+    except ValueError:  # no signature to read (a builtin): the call below says what is wrong
+        pass
+    try:
+        model = make(**given)
     except Exception as e:
         raise PluginError(f"network '{name}': building it failed: {type(e).__name__}: {e}"
                           ) from None
