@@ -7,9 +7,10 @@ gets, and the total work over the cores bounds it from the other side. This read
 stamps of every job in a finished run's log (``.snakemake/log/*.snakemake.log``), and prints the
 measured wall time beside the critical path and a list-scheduling simulation on ``--cores``.
 The simulation picks ready jobs as Snakemake does: rule ``priority`` first (the chain's jobs,
-docs/how-it-works.md, "Cohorts"); among equals the one that became ready last, as Snakemake tends to follow a job
-with the jobs it enabled (on paper A's LeNet recipe this came within 3 % of the real runs'
-wall times, taking them in the order they became ready 8-12 % above); each job holds its threads.
+docs/how-it-works.md, "Cohorts"); among equals the one that became ready last, as Snakemake
+tends to follow a job with the jobs it enabled (on paper A's LeNet recipe this came within 3 %
+of the real runs' wall times, taking them in the order they became ready 8-12 % above); each
+job holds its threads.
 
 With ``--project PLAN ...`` it plays out other plans (more levels, more steps, the same
 experiment before and after a change) with one cost table pooled over every ``--run``: a training

@@ -86,3 +86,79 @@ def change_one_value(path: str | Path) -> None:
     i = max(j for j, c in enumerate(row) if c.isdigit())
     lines[len(lines) // 2] = row[:i] + str((int(row[i]) + 1) % 10) + row[i + 1:]
     Path(path).write_text("".join(lines))
+
+
+# A user's network module for the tests of networks lmcpipe does not ship (test_user_models,
+# test_own_errors): one class or value per way of meeting, or breaking, the network contract.
+USER_NETS = '''
+import torch
+from torch import nn
+
+
+class Small(nn.Module):
+    """A conv layer and a linear head that holds most of the weights."""
+
+    def __init__(self, input_shape, num_classes, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(input_shape[0], width, 3, padding=1)
+        self.head = nn.Linear(width * input_shape[1] * input_shape[2], num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+class Declared(Small):
+    output_layer = "head"
+    excluded = ()  # prune the output layer too
+
+
+class OwnChoice(Small):
+    def prunable_names(self):
+        return ["head.weight"]
+
+
+class OnlyOutput(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.out = nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], num_classes)
+
+    def forward(self, x):
+        return self.out(x.flatten(1))
+
+
+class WrongShape(Small):
+    def forward(self, x):
+        return super().forward(x)[:, :3]
+
+
+class BadOutputLayer(Small):
+    output_layer = "fc"
+
+
+class Buggy(Small):
+    def __init__(self, input_shape, num_classes):
+        super().__init__(input_shape, num_classes)
+        len(3)  # a bug of the network's own, not a wrong model_args key
+
+
+class Plain:
+    """Takes the arguments, but is not a torch.nn.Module."""
+
+    def __init__(self, input_shape, num_classes):
+        self.num_classes = num_classes
+
+
+def factory(input_shape, num_classes):
+    return Small(input_shape, num_classes, width=2)
+
+
+NUMBER = 3
+'''
+
+
+def write_user_package(folder: Path, name: str) -> Path:
+    """``folder/name/`` as a package whose ``nets`` module is ``USER_NETS``."""
+    (folder / name).mkdir(parents=True)
+    (folder / name / "__init__.py").write_text("")
+    (folder / name / "nets.py").write_text(USER_NETS)
+    return folder / name

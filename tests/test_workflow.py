@@ -483,8 +483,9 @@ def test_an_unpruned_experiment_targets_no_pruned_figures(workdir, tmp_path):
 
 
 def test_grid_summary_reads_the_real_tables(workdir, capsys):
-    """scripts/grid_summary.py (the recipe grid's check, docs/demos.md, "How the recipe was chosen") on the tiny run:
-    one row per fork step with the barrier over its pairs, and a clear line for a missing grid."""
+    """scripts/grid_summary.py (the recipe grid's check, docs/demos.md, "How the recipe was
+    chosen") on the tiny run: one row per fork step with the barrier over its pairs, and a
+    clear line for a missing grid."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("grid_summary",
