@@ -17,12 +17,14 @@ import yaml
 from hypothesis import strategies as st
 
 from lmcpipe import config as lconfig
-from lmcpipe import data
+from lmcpipe import data, models
 
 SCHEMA = yaml.safe_load(lconfig.SCHEMA.read_text())
 EXPERIMENT = SCHEMA["$defs"]["experiment"]["properties"]
-MODELS = EXPERIMENT["model"]["enum"]
-DATASETS = EXPERIMENT["dataset"]["enum"]
+# lmcpipe's own networks and datasets (a user's, named by import path, entry point or folder,
+# are tested in tests/test_user_models.py and tests/test_user_data.py)
+MODELS = list(models.NAMES)
+DATASETS = list(data.DATASETS)
 SECTIONS = [k for k, v in EXPERIMENT.items() if "properties" in v]  # train, prune, ...
 SWEPT = EXPERIMENT["sweep"]["propertyNames"]["enum"]
 
