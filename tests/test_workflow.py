@@ -504,6 +504,17 @@ def test_grid_summary_reads_the_real_tables(workdir, capsys):
     assert "tiny" in capsys.readouterr().out
     assert grid.main([str(cfg), "--root", str(workdir / "nowhere")]) == 1
     assert "no tables yet for tiny" in capsys.readouterr().err
+    # --levels: the pruned subnetworks, one row per (variant, k, level), as the summary says
+    levels = grid.summarise_levels(["tiny"], workdir)
+    summary = pd.read_csv(workdir / paths.table("tiny", "summary"))
+    pruned = summary[summary["level"] >= 1]
+    assert len(levels) == len(pruned) and set(levels["level"]) == {1, 2}
+    imp2 = pruned[(pruned["variant"] == "imp") & (pruned["level"] == 2)].iloc[0]
+    row = levels[(levels["variant"] == "imp") & (levels["level"] == 2)].iloc[0]
+    assert row["barrier_mean"] == pytest.approx(100 * imp2["test_barrier_mean"])
+    assert row["drop"] == pytest.approx(imp2["accuracy_drop"])
+    assert grid.main([str(cfg), "--root", str(workdir), "--levels"]) == 0
+    assert "randprune" in capsys.readouterr().out
 
 
 def test_the_reproduction_report_judges_every_claim_of_the_network(workdir):
