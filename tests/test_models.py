@@ -237,3 +237,47 @@ def test_bias_init_zero_is_the_option_it_names():
     assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, nn.Linear))
     with pytest.raises(ValueError, match="unknown bias init"):
         initialise(REGISTRY["lenet_300_100"](), 0, bias="normal")
+
+
+def test_open_lth_cifar_resnet_names_build_the_family_and_cifar_resnet_20_is_resnet20():
+    """open_lth's names: cifar_resnet_<depth>[_<width>] (width 16 by default). At the default
+    width it is resnet20 to the last weight under the same seeds, pruned alike (nothing
+    excluded); other widths scale every stage (w, 2w, 4w)."""
+    from lmcpipe.models import build, build_initialised, cifar_resnet, is_own
+    from lmcpipe.models.spec import is_user
+
+    assert cifar_resnet("cifar_resnet_20") == (20, 16) and cifar_resnet("resnet20") is None
+    assert cifar_resnet("cifar_resnet_14_8") == (14, 8)
+    assert is_own("cifar_resnet_20_8") and not is_user("cifar_resnet_20_8")
+    assert is_user("cifar_resnet_20_x")  # not of the family's form: another's import path
+    a = build_initialised("resnet20", "cifar10", 3, 1)
+    b = build_initialised("cifar_resnet_20", "cifar10", 3, 1)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+    assert a.prunable_names() == b.prunable_names()
+    narrow = build("cifar_resnet_20_8", "fashion_mnist")
+    assert narrow.conv.weight.shape == (8, 1, 3, 3) and narrow.fc.weight.shape == (10, 32)
+    assert "fc.weight" in narrow.prunable_names()
+    assert len(build("cifar_resnet_14_8", "fashion_mnist").blocks) == 6
+    for bad in ("cifar_resnet_21", "cifar_resnet_2_8", "cifar_resnet_20_0"):
+        with pytest.raises(ValueError, match="depth 6n \\+ 2"):
+            cifar_resnet(bad)
+
+
+def test_the_config_takes_the_family_by_name_and_refuses_args_or_an_impossible_depth():
+    def exp(model, **extra):
+        return {"experiments": {"mine": {
+            "model": model, "dataset": "fashion_mnist", **extra,
+            "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 20, "steps": 20}}}}
+
+    assert config.validate(exp("cifar_resnet_20_8"))["mine"].train.model == "cifar_resnet_20_8"
+    for cfg, says in [
+        (exp("cifar_resnet_21_8"), "config key experiments.mine.model: 'cifar_resnet_21_8': a "
+                                   "CIFAR ResNet has depth 6n + 2"),
+        (exp("cifar_resnet_20_8", model_args={"width": 4}),
+         "config key experiments.mine.model_args: cifar_resnet_20_8 is one of lmcpipe's"),
+    ]:
+        with pytest.raises(config.ConfigError) as e:
+            config.validate(cfg)
+        assert says in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -17,6 +17,7 @@ from lmcpipe import data, plugins
 from lmcpipe.data.registry import DatasetInfo
 from lmcpipe.errors import StageError
 from lmcpipe.models import NAMES as MODELS
+from lmcpipe.models import cifar_resnet
 from lmcpipe.models.spec import GROUP, TORCHVISION, join_spec, split_spec
 
 IMAGEFOLDER = "imagefolder:"  # an image folder of the user's, as a dataset name
@@ -68,13 +69,19 @@ def network(exp: dict[str, Any], dataset: DatasetInfo) -> None:
     gets (``models.user.join_spec``). A user's network is built on the meta device and its
     contract checked here, before any job: each breach is one line naming the fix."""
     name, args = exp["model"], exp.pop("model_args")
-    if name in MODELS:
+    try:
+        family = cifar_resnet(name)
+    except ValueError as e:
+        raise Refused("model", str(e)) from None
+    if name in MODELS or family:
         if args:
             raise Refused("model_args", f"{name} is one of lmcpipe's networks, which take no "
-                           "arguments (model_args is for your own network)")
+                           "arguments (model_args is for your own network; a CIFAR ResNet's "
+                           "depth and width go in its name, cifar_resnet_<depth>_<width>)")
         return
     if not (name.startswith(TORCHVISION) or plugins.target(name, GROUP)):
-        raise Refused("model", f"unknown network '{name}' (lmcpipe's: {', '.join(MODELS)}; or "
+        raise Refused("model", f"unknown network '{name}' (lmcpipe's: {', '.join(MODELS)}, "
+                       "cifar_resnet_<depth>_<width>; or "
                        "an import path package.module:Class, a name registered in the "
                        "entry-point group lmcpipe.models, or torchvision:<name>)")
     spec = exp["model"] = join_spec(name, args)

@@ -48,7 +48,8 @@ import yaml
 from lmcpipe.data.registry import DATASETS
 from lmcpipe.errors import InputError
 from lmcpipe.hparams import AnalysisHParams, InterpHParams, TrainHParams
-from lmcpipe.models.spec import is_user, split_spec
+from lmcpipe.models import NAMES
+from lmcpipe.models.spec import split_spec
 
 TABLE_PATH = Path(__file__).with_name("costs.yaml")
 MARGIN = 1.5  # cluster.runtime_margin's default: estimates x 1.5
@@ -137,7 +138,7 @@ class Costs:
         """The table's entry of ``network``; for a network lmcpipe does not ship, given the
         ``dataset`` it trains on, one derived from its traced work (``costs_traced``)."""
         entry = self.table["networks"].get(network)
-        if entry is None and dataset and is_user(split_spec(network)[0]):
+        if entry is None and dataset and split_spec(network)[0] not in NAMES:
             from lmcpipe.costs_traced import REFERENCES, derived_entry
 
             key = (network, dataset)

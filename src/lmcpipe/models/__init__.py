@@ -10,8 +10,31 @@ there would cost every Snakemake start seconds. ``REGISTRY``, ``build``, ``build
 from __future__ import annotations
 
 import importlib
+import re
 
 NAMES = ("lenet_300_100", "resnet20", "vgg16", "vgg16_nobias", "resnet50", "inceptionv3")
+# open_lth's names of its CIFAR ResNet family: cifar_resnet_<depth>[_<width>], depth = 6n + 2,
+# width 16 by default (cifar_resnet_20 is resnet20; cifar_resnet_20_8 has widths 8/16/32)
+CIFAR_RESNET = re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?")
+
+
+def cifar_resnet(name: str) -> tuple[int, int] | None:
+    """(depth, width) of an open_lth CIFAR ResNet name, or None for any other name. A name of
+    the family's form with an impossible depth or width raises ValueError naming it."""
+    match = CIFAR_RESNET.fullmatch(name)
+    if match is None:
+        return None
+    depth, width = int(match[1]), int(match[2] or 16)
+    if depth < 8 or (depth - 2) % 6 or width < 1:
+        raise ValueError(f"'{name}': a CIFAR ResNet has depth 6n + 2 >= 8 and width >= 1 "
+                         "(open_lth's cifar_resnet_<depth>[_<width>], e.g. cifar_resnet_20_8)")
+    return depth, width
+
+
+def is_own(name: str) -> bool:
+    """Whether a (split) model name is one of lmcpipe's networks: a registry name or a member
+    of the CIFAR ResNet family by open_lth's name."""
+    return name in NAMES or CIFAR_RESNET.fullmatch(name) is not None
 BIAS_INITS = ("uniform", "zero")
 # how a network's weights are first drawn: lmcpipe's seeded init, or the network's own (seeded)
 MODEL_INITS = ("lmcpipe", "own")
@@ -25,4 +48,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'lmcpipe.models' has no attribute '{name}'")
 
 
-__all__ = ["BIAS_INITS", "MODEL_INITS", "NAMES", *_FROM_REGISTRY]
+__all__ = ["BIAS_INITS", "CIFAR_RESNET", "MODEL_INITS", "NAMES", "cifar_resnet", "is_own",
+           *_FROM_REGISTRY]

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from lmcpipe.data.registry import DATASETS
+from lmcpipe.models import cifar_resnet, user
 from lmcpipe.models import spec as specs
-from lmcpipe.models import user
 from lmcpipe.models.base import PrunableModel
 from lmcpipe.models.imagenet import InceptionV3, ResNet50
 from lmcpipe.models.lenet import LeNet300100
-from lmcpipe.models.resnet_cifar import ResNet20
+from lmcpipe.models.resnet_cifar import CifarResNet, ResNet20
 from lmcpipe.models.vgg import VGG16, VGG16NoBias
 from lmcpipe.seeds import derive_seed, generator
 
@@ -46,6 +46,10 @@ def build(spec: str, dataset: str, image_size: int = 0) -> PrunableModel:
     shape, classes = input_shape(dataset, image_size), DATASETS[dataset].num_classes
     if specs.is_user(name):
         return user.build_user(name, shape, classes, args)
+    family = cifar_resnet(name)
+    if family is not None:
+        depth, width = family
+        return CifarResNet(input_shape=shape, num_classes=classes, depth=depth, width=width)
     return REGISTRY[name](input_shape=shape, num_classes=classes)
 
 

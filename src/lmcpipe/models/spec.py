@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmcpipe.models import NAMES
+from lmcpipe.models import is_own
 
 TORCHVISION = "torchvision:"  # torchvision's classification networks by name
 GROUP = "lmcpipe.models"  # the entry-point group a package registers its networks in
@@ -32,5 +32,5 @@ def join_spec(name: str, args: dict[str, Any]) -> str:
 
 
 def is_user(name: str) -> bool:
-    """Whether a (split) model name is not one of lmcpipe's own networks."""
-    return name not in NAMES
+    """Whether a (split) model name is not one of lmcpipe's own networks (``models.is_own``)."""
+    return not is_own(name)
