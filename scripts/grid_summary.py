@@ -72,12 +72,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the tables to build instead of summarising them")
     parser.add_argument("--levels", action="store_true",
                         help="summarise the pruned subnetworks (IMP levels, baselines, rewinds)")
+    parser.add_argument("--points", nargs="+", metavar="NAME",
+                        help="only these points of the grid (default: all of them)")
     args = parser.parse_args(argv)
     try:
         names = list(config.validate(yaml.safe_load(args.grid.read_text())))
     except config.ConfigError as e:
         print(f"grid_summary: {args.grid}: {e}", file=sys.stderr)
         return 1
+    unknown = sorted(set(args.points or ()) - set(names))
+    if unknown:
+        print(f"grid_summary: {args.grid} has no point {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    names = [n for n in names if not args.points or n in args.points]
     if args.targets:
         print(" ".join(paths.table(n, t) for n in names for t in TABLES))
         return 0
