@@ -207,3 +207,22 @@ def test_claims_apply_by_network_and_scope():
     assert "A.stable_k0.lenet" not in {c.id for c in resnet_claims}
     sweep = {c.id for c in claims.load() if c.applies_to("lenet_300_100", "sweep")}
     assert sweep == {"B.batch_imp_beats_reinit", "B.batch_stabilises"}
+
+
+def test_a_narrow_cifar_resnet_gets_resnet20_s_claims_as_not_comparable(tmp_path):
+    """cifar_resnet_20_8 is not the paper's network: resnet20's rewinding claim is shown with
+    what the rule gives on its numbers, never "holds"; cifar_resnet_20 is resnet20 itself."""
+    acc = {("imp", 0, 0): [91.6, 91.8], ("imp", 0, 8): [89.0, 89.4],
+           ("imp", 500, 8): [91.7, 91.9]}
+    t = write_tables(tmp_path, {("imp", 0, 8): [0.2, 0.3], ("imp", 500, 8): [0.01, 0.01]}, acc)
+    recipe = {"dataset": "cifar10", "optimizer": "sgd", "lr": 0.1, "batch_size": 128,
+              "steps": 63000}
+    rows = {r.claim.id: r for r in claims.judge_all(subject(model="cifar_resnet_20_8",
+                                                            **recipe), t)}
+    row = rows["A.matching_only_with_rewinding.resnet20"]
+    assert row.verdict == claims.NOT_COMPARABLE
+    assert "trains cifar_resnet_20_8" in row.reason and "would say: holds" in row.reason
+    same = {r.claim.id: r for r in claims.judge_all(subject(model="cifar_resnet_20", **recipe),
+                                                    t)}
+    assert same["A.matching_only_with_rewinding.resnet20"].verdict == claims.HOLDS
+    assert "A.matching_only_with_rewinding.vgg16" not in same

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from lmcpipe.config import iterations
-from lmcpipe.models.spec import is_user, split_spec
+from lmcpipe.models import NAMES, cifar_resnet
+from lmcpipe.models.spec import split_spec
 from lmcpipe.report import measures
 
 HOLDS, FAILS, NOT_RUN, NOT_COMPARABLE = "holds", "does not hold", "not run", "not comparable"
@@ -176,15 +177,18 @@ def judge_all(subject: Subject, tables: measures.Tables,
               claims: list[Claim] | None = None) -> list[Row]:
     """Every claim that applies to the subject's network and scope, judged.
 
-    An experiment on a network lmcpipe does not ship (``models.spec.is_user``) is judged on
-    the general claims as any other, and on the claims about the papers' own networks too,
-    each "not comparable" (or "not run", when the tables lack what it measures): a reader sees
-    what the paper said of its networks next to what the rule gives on this one, never a
-    "holds" for another network."""
-    foreign = is_user(split_spec(subject.model)[0])
+    An experiment on a network none of the papers trained (one lmcpipe does not ship, or a
+    CIFAR ResNet of another depth or width) is judged on the general claims as any other, and
+    on the claims about the papers' own networks too, each "not comparable" (or "not run",
+    when the tables lack what it measures): a reader sees what the paper said of its networks
+    next to what the rule gives on this one, never a "holds" for another network.
+    ``cifar_resnet_20`` is ``resnet20`` and is judged as it."""
+    name = split_spec(subject.model)[0]
+    model = "resnet20" if cifar_resnet(name) == (20, 16) else name
+    foreign = model not in NAMES
     rows = []
     for c in claims if claims is not None else load():
-        if c.applies_to(subject.model, subject.scope):
+        if c.applies_to(model, subject.scope):
             rows.append(judge(c, subject, tables))
         elif foreign and c.scope == subject.scope:
             row = judge(c, subject, tables)
