@@ -29,7 +29,8 @@ def shipped() -> dict:
 def test_shipped_config_validates_and_fills_defaults(shipped):
     experiments, sweeps = config.validate_with_sweeps(shipped)
     members = {m for s in sweeps.values() for m in s}
-    assert {"lenet", "demo", "demo_unstable", "demo_probes", "resnet20", "resnet20_low",
+    assert {"lenet", "demo", "demo_unstable", "demo_rewind", "demo_probes", "resnet20",
+            "resnet20_low",
             "resnet20_warmup", "vgg16", "vgg16_low", "vgg16_warmup", "resnet50", "inceptionv3",
             "paperc_resnet20"} == (
         set(experiments) - members)
@@ -154,7 +155,7 @@ def test_check_config_cli(shipped, tmp_path, capsys):
     good.write_text(SHIPPED.read_text())
     assert cli.main(["check-config", str(good)]) == 0
     assert capsys.readouterr().out.strip().startswith(
-        f"{good}: ok (lenet, demo, demo_unstable, demo_probes, resnet20")
+        f"{good}: ok (lenet, demo, demo_unstable, demo_rewind, demo_probes, resnet20")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(edited(shipped, "experiments.lenet.prune.fraction", 1.0)))

@@ -21,7 +21,8 @@ from lmcpipe import paths
 from lmcpipe.data.testing import write_cifar, write_imagefolder
 from lmcpipe.figures.registry import PAPER_A_FIGURES
 from lmcpipe.figures.render import render
-from tests.test_workflow import job_counts, snakemake
+from tests.helpers import write_dataset
+from tests.test_workflow import REPO, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +59,24 @@ EXPERIMENTS = {
 }
 
 
+
+
+def demo_rewind_at_smoke_scale() -> dict:
+    """The shipped ``demo_rewind`` (docs/demos.md) as it is, its network, optimiser, step
+    decay, IMP level, rewinding and baseline pairs, cut to a few iterations of one init and
+    one data order: the opt-in demo's DAG in the suite, its science in the demo itself."""
+    exp = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]["demo_rewind"]
+    exp["train"].update(steps=6, milestones=[3, 4], eval_train_examples=16, checkpoint_every=0)
+    exp["prune"]["rewind_steps"] = exp["instability"]["fork_steps"] = [0, 2]
+    exp["instability"]["alphas"] = 3
+    exp["replicates"] = {"inits": [0], "orders": [0]}
+    return exp
+
+
+DEMO = "demo_rewind"
 FIGURE_JOBS = "resnet20"  # the experiment whose figures are Snakemake jobs
 TARGETS = [paths.figure(FIGURE_JOBS, name) for name in PAPER_A_FIGURES] + [
-    paths.table(exp, t) for exp in EXPERIMENTS for t in paths.TABLES]
+    paths.table(exp, t) for exp in [*EXPERIMENTS, DEMO] for t in paths.TABLES]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +87,9 @@ def workdir(tmp_path_factory):
                 rng.integers(0, 256, (48, 3, 32, 32), dtype=np.uint8),
                 rng.integers(0, 10, 48), 10, (32, 16))
     write_imagefolder(wd / "data" / "imagenet", n_classes=3, per_class=4, size=96)
+    write_dataset(wd / "data" / "fashion_mnist")
     config = {"data_root": str(wd / "data"), "all": list(EXPERIMENTS),
-              "experiments": EXPERIMENTS}
+              "experiments": {**EXPERIMENTS, DEMO: demo_rewind_at_smoke_scale()}}
     result = snakemake(wd, config, *TARGETS)
     assert result.returncode == 0, result.stderr[-6000:]
     (wd / "log.txt").write_text(result.stdout + result.stderr)
@@ -113,6 +130,23 @@ def test_tables_hold_every_variant_and_the_control(workdir):
         assert runs["test_error"].between(0, 1).all()
         table2 = pd.read_csv(wd / paths.table(exp, "table2"))
         assert len(table2) == 4
+
+
+def test_demo_rewind_runs_at_smoke_scale_with_its_baselines_and_rewinding(workdir):
+    """Every paper A figure of the opt-in rewinding demo renders from its tables, which hold
+    IMP, random pruning and reinit at its one level, each at k = 0 and rewound, with pairs."""
+    wd, _ = workdir
+    inst = pd.read_csv(wd / paths.table(DEMO, "instability"))
+    assert set(inst["variant"]) == {"imp", "randprune", "reinit"}
+    pruned = inst[inst["level"] == 1]
+    assert {(v, k) for v, k in zip(pruned["variant"], pruned["rewind_step"], strict=True)} == {
+        (v, k) for v in ("imp", "randprune", "reinit") for k in (0, 2)}
+    runs = pd.read_csv(wd / paths.table(DEMO, "runs"))
+    assert runs["density"].min() == pytest.approx(0.2, abs=0.01)
+    for name in PAPER_A_FIGURES:
+        fig = render(name, wd / paths.tables_dir(DEMO), 0.02)
+        assert fig.axes, name
+        plt.close(fig)
 
 
 def test_rerun_has_nothing_to_do(workdir):
