@@ -13,6 +13,11 @@ import importlib
 import re
 
 NAMES = ("lenet_300_100", "resnet20", "vgg16", "vgg16_nobias", "resnet50", "inceptionv3")
+BIAS_INITS = ("uniform", "zero")
+# how a network's weights are first drawn: lmcpipe's seeded init, or the network's own (seeded)
+MODEL_INITS = ("lmcpipe", "own")
+_FROM_REGISTRY = ("REGISTRY", "PrunableModel", "build", "build_initialised", "initialise",
+                  "input_shape")
 # open_lth's names of its CIFAR ResNet family: cifar_resnet_<depth>[_<width>], depth = 6n + 2,
 # width 16 by default (cifar_resnet_20 is resnet20; cifar_resnet_20_8 has widths 8/16/32)
 CIFAR_RESNET = re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?")
@@ -35,11 +40,6 @@ def is_own(name: str) -> bool:
     """Whether a (split) model name is one of lmcpipe's networks: a registry name or a member
     of the CIFAR ResNet family by open_lth's name."""
     return name in NAMES or CIFAR_RESNET.fullmatch(name) is not None
-BIAS_INITS = ("uniform", "zero")
-# how a network's weights are first drawn: lmcpipe's seeded init, or the network's own (seeded)
-MODEL_INITS = ("lmcpipe", "own")
-_FROM_REGISTRY = ("REGISTRY", "PrunableModel", "build", "build_initialised", "initialise",
-                  "input_shape")
 
 
 def __getattr__(name: str) -> object:
