@@ -515,6 +515,11 @@ def test_grid_summary_reads_the_real_tables(workdir, capsys):
     assert row["drop"] == pytest.approx(imp2["accuracy_drop"])
     assert grid.main([str(cfg), "--root", str(workdir), "--levels"]) == 0
     assert "randprune" in capsys.readouterr().out
+    # --points: part of the grid, and a point the grid lacks is one line
+    assert grid.main([str(cfg), "--targets", "--points", "tiny"]) == 0
+    assert "tiny/summary.csv" in capsys.readouterr().out
+    assert grid.main([str(cfg), "--targets", "--points", "tiny", "huge"]) == 1
+    assert capsys.readouterr().err.strip().endswith("has no point huge")
 
 
 def test_the_reproduction_report_judges_every_claim_of_the_network(workdir):
